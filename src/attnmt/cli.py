@@ -1,0 +1,198 @@
+"""The ``attnmt`` command: thin subcommands over the library.
+
+User mistakes (bad arguments, missing files, wrong config keys) print one line
+``attnmt: error: ...`` and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from attnmt.errors import AttnmtError
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of minutes, got {text!r}")
+    return value
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _read_input(path: str) -> list[str]:
+    if path == "-":
+        return sys.stdin.read().splitlines()
+    from attnmt.data import read_lines
+
+    return read_lines(path)
+
+
+def _write_output(path: str, lines: list[str]) -> None:
+    text = "".join(line + "\n" for line in lines)
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise AttnmtError(f"{path}: cannot write output ({error.strerror})") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from attnmt.config import load_config
+    from attnmt.train import train
+
+    config = load_config(args.config, args.set)
+    _set_threads(args.threads or config.training.threads)
+    out = args.out or f"runs/{Path(args.config).stem}"
+    result = train(config, out, max_minutes=args.max_minutes or 0.0, progress=not args.no_progress)
+    print(json.dumps({"out": str(result.out_dir), "steps": result.steps, "best_valid_bleu": result.best_bleu,
+                      "stopped": result.stopped_because}))
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from attnmt.translator import Translator
+
+    _set_threads(args.threads)
+    if args.nbest > (args.beam or 1) and args.nbest > 1:
+        raise AttnmtError(f"--nbest {args.nbest} needs --beam of at least {args.nbest}")
+    translator = Translator.load(args.model, device=args.device)
+    lines = _read_input(args.input)
+    beam = args.beam or translator.config.decoding.beam
+    if args.nbest > 1:
+        outputs = []
+        for number, hyps in enumerate(translator.translate_nbest(lines, beam=beam, nbest=args.nbest)):
+            outputs.extend(f"{number} ||| {text} ||| {score:.4f}" for text, score in hyps)
+        _write_output(args.output, outputs)
+    else:
+        _write_output(args.output, translator.translate(lines, beam=beam, batch_size=args.batch_size))
+    if args.attention:
+        records = translator.attention_records(lines, beam=beam)
+        with open(args.attention, "w", encoding="utf-8") as stream:
+            for line_number, record in enumerate(records, start=1):
+                row = {"line": line_number, "source": lines[line_number - 1], "scoring": translator.attention_name}
+                stream.write(json.dumps({**row, **record.to_dict()}, ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from attnmt.data import read_parallel
+    from attnmt.metrics import bleu_by_length, corpus_scores
+    from attnmt.translator import Translator
+
+    _set_threads(args.threads)
+    pairs = read_parallel(args.src, args.ref)
+    translator = Translator.load(args.model, device=args.device)
+    beam = args.beam or translator.config.decoding.beam
+    sources = [p[0] for p in pairs]
+    references = [p[1] for p in pairs]
+    started = time.perf_counter()
+    hypotheses = translator.translate(sources, beam=beam, batch_size=args.batch_size)
+    seconds = time.perf_counter() - started
+    result: dict[str, Any] = {**corpus_scores(hypotheses, references), "beam": beam, "sentences": len(pairs),
+                              "seconds": round(seconds, 2), "sentences_per_s": round(len(pairs) / seconds, 1)}
+    if args.by_length:
+        result["by_length"] = bleu_by_length(sources, hypotheses, references)
+    if args.output:
+        _write_output(args.output, hypotheses)
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from attnmt.quickstart import quickstart
+
+    _set_threads(args.threads)
+    quickstart(Path(args.out), minutes=args.minutes)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnmt", description="Attention encoder-decoder machine translation you can see and check."
+    )
+    parser.add_argument("--version", action="version", version="attnmt 0.1.0")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    quick = commands.add_parser("quickstart", help="train, evaluate and explain on the bundled Multi30k en-de")
+    quick.add_argument("--minutes", type=_minutes, default=11.0, help="training budget in minutes (default 11)")
+    quick.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
+    quick.add_argument("--threads", type=_positive, help="CPU threads for torch (default: all cores)")
+    quick.set_defaults(handler=cmd_quickstart)
+
+    train = commands.add_parser("train", help="train a model; rerun on the same --out to resume")
+    train.add_argument("--config", required=True, help="YAML config (see configs/)")
+    train.add_argument("--out", help="output directory (default runs/<config name>)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set model.attention=dot (repeatable)")
+    train.add_argument("--max-minutes", type=_minutes, help="stop training after this many minutes")
+    train.add_argument("--threads", type=_positive, help="CPU threads for torch (default: training.threads or all)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=cmd_train)
+
+    translate = commands.add_parser("translate", help="translate lines of text")
+    translate.add_argument("--model", required=True, help="model directory written by attnmt train")
+    translate.add_argument("--input", default="-", help="input file, one sentence per line (default stdin)")
+    translate.add_argument("--output", default="-", help="output file (default stdout)")
+    translate.add_argument("--beam", type=_positive, help="beam size; 1 = greedy (default decoding.beam)")
+    translate.add_argument("--batch-size", type=_positive, help="sentences per batch (default decoding.batch_size)")
+    translate.add_argument("--nbest", type=_positive, default=1,
+                           help="write the N best as 'line ||| translation ||| score' rows")
+    translate.add_argument("--attention", metavar="FILE.jsonl", help="also write tokens and attention weights")
+    translate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    translate.add_argument("--threads", type=_positive, help="CPU threads for torch")
+    translate.set_defaults(handler=cmd_translate)
+
+    evaluate = commands.add_parser("evaluate", help="translate a test set and score it with sacreBLEU")
+    evaluate.add_argument("--model", required=True, help="model directory written by attnmt train")
+    evaluate.add_argument("--src", required=True, help="source file (plain or .gz)")
+    evaluate.add_argument("--ref", required=True, help="reference file (plain or .gz)")
+    evaluate.add_argument("--beam", type=_positive, help="beam size; 1 = greedy (default decoding.beam)")
+    evaluate.add_argument("--batch-size", type=_positive, help="sentences per batch")
+    evaluate.add_argument("--by-length", action="store_true", help="also BLEU per source-length bucket")
+    evaluate.add_argument("--output", help="also write the translations to this file")
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluate.add_argument("--threads", type=_positive, help="CPU threads for torch")
+    evaluate.set_defaults(handler=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except AttnmtError as error:
+        print(f"attnmt: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("attnmt: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

@@ -1,0 +1,264 @@
+"""Decoders: unroll an RNN over the target, attend to the encoder at every step.
+
+Two decoders from the papers, one step API (``step``) shared by training, greedy
+search, beam search and ``attnmt explain``:
+
+- ``LuongDecoder`` (Luong et al. 2015, sec. 3): the RNN steps first, then its
+  output h_t is the query; the attentional hidden state
+  h~_t = tanh(W_c [c_t; h_t]) (eq. 5) goes to the output layer. With *input
+  feeding* (sec. 3.3) h~_{t-1} is concatenated to the next RNN input, so steps
+  must run one after another; without it the RNN runs over the whole target in
+  one call and all attention is a few batched matrix products.
+- ``BahdanauDecoder`` (Bahdanau et al. 2014, sec. 3.1 and appendix A): the
+  *previous* state s_{t-1} is the query, the context c_t is fed into the RNN
+  input with the previous word, and a deep output layer
+  t_t = tanh(W_o [s_t; c_t; E y_{t-1}]) feeds the softmax.
+
+With ``attention=None`` either decoder is the plain encoder-decoder the lecture
+starts from: it sees the source only through the encoder's final state.
+
+The vocabulary projection and softmax live in ``model.py``, applied once to the
+outputs of all steps. Dimension letters: B batch, T target steps, S source
+positions, E embedding size, H hidden size, L layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from attnmt.attention import Attention, AttentionOutput
+from attnmt.encoder import RNN, RNNState
+
+
+def _reorder_rnn_state(state: RNNState, indices: torch.Tensor) -> RNNState:
+    if isinstance(state, tuple):
+        return (state[0].index_select(1, indices), state[1].index_select(1, indices))
+    return state.index_select(1, indices)
+
+
+def _top_hidden(state: RNNState) -> torch.Tensor:
+    """The top layer's hidden state h (B, H) of an LSTM (h, c) or GRU h state."""
+    hidden = state[0] if isinstance(state, tuple) else state
+    return hidden[-1]
+
+
+@dataclass
+class EncoderMemory:
+    """What the decoder attends to: values, pre-projected keys and the source mask.
+
+    ``encoder_outputs`` (B, S, H) are the values, ``keys`` (B, S, K) the result of
+    ``Attention.project_keys`` (computed once per batch), ``src_mask`` (B, S) is True
+    on real tokens.
+    """
+
+    encoder_outputs: torch.Tensor
+    keys: torch.Tensor
+    src_mask: torch.Tensor
+
+    def reorder(self, indices: torch.Tensor) -> EncoderMemory:
+        """Select (and repeat) batch rows, e.g. to give every beam its own copy."""
+        return EncoderMemory(
+            self.encoder_outputs.index_select(0, indices),
+            self.keys.index_select(0, indices),
+            self.src_mask.index_select(0, indices),
+        )
+
+
+@dataclass
+class DecoderState:
+    """Everything a decoder carries from one step to the next.
+
+    ``rnn`` is the recurrent state (L, B, H); ``attentional`` (B, H) is Luong's
+    h~_{t-1} for input feeding (None otherwise).
+    """
+
+    rnn: RNNState
+    attentional: torch.Tensor | None = None
+
+    def reorder(self, indices: torch.Tensor) -> DecoderState:
+        """Select batch rows (beam search keeps the states of surviving hypotheses)."""
+        attentional = None if self.attentional is None else self.attentional.index_select(0, indices)
+        return DecoderState(_reorder_rnn_state(self.rnn, indices), attentional)
+
+
+@dataclass
+class DecoderOutput:
+    """Per-step outputs before the vocabulary projection, plus what attention did.
+
+    ``outputs`` (B, T, H) feed the output layer; ``attention`` holds scores, weights
+    (B, T, S) and context (B, T, H), or is None for the plain encoder-decoder;
+    ``queries`` (B, T, H) are the vectors that were compared with the keys.
+    """
+
+    outputs: torch.Tensor
+    attention: AttentionOutput | None
+    queries: torch.Tensor
+
+
+def _stack_steps(steps: list[DecoderOutput]) -> DecoderOutput:
+    """Concatenate single-step outputs along the time axis."""
+    attention = None
+    if steps[0].attention is not None:
+        attention = AttentionOutput(
+            context=torch.cat([s.attention.context for s in steps if s.attention], dim=1),
+            weights=torch.cat([s.attention.weights for s in steps if s.attention], dim=1),
+            scores=torch.cat([s.attention.scores for s in steps if s.attention], dim=1),
+        )
+    return DecoderOutput(
+        outputs=torch.cat([s.outputs for s in steps], dim=1),
+        attention=attention,
+        queries=torch.cat([s.queries for s in steps], dim=1),
+    )
+
+
+class Decoder(nn.Module):
+    """Shared parts: target embedding, dropout, the step loop of teacher forcing."""
+
+    def __init__(self, vocab_size: int, embedding_size: int, dropout: float, pad_id: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
+        self.dropout = nn.Dropout(dropout)
+        self.attention: Attention | None = None
+
+    def initial_state(self, encoder_final: RNNState) -> DecoderState:
+        """The decoder starts from the encoder's final state (the lecture's context vector)."""
+        return DecoderState(encoder_final)
+
+    def step(
+        self, prev_tokens: torch.Tensor, state: DecoderState, memory: EncoderMemory
+    ) -> tuple[DecoderOutput, DecoderState]:
+        """One decoding step from the previous target words ``prev_tokens`` (B,)."""
+        embedded = self.dropout(self.embedding(prev_tokens.unsqueeze(1)))  # (B, 1, E)
+        return self.step_embedded(embedded, state, memory)
+
+    def step_embedded(
+        self, embedded: torch.Tensor, state: DecoderState, memory: EncoderMemory
+    ) -> tuple[DecoderOutput, DecoderState]:
+        raise NotImplementedError
+
+    def forward(
+        self, tgt_in: torch.Tensor, state: DecoderState, memory: EncoderMemory
+    ) -> DecoderOutput:
+        """Teacher forcing over the target inputs ``tgt_in`` (B, T), step by step.
+
+        Used when a step needs the previous step's result (input feeding, Bahdanau).
+        """
+        embedded = self.dropout(self.embedding(tgt_in))  # (B, T, E)
+        steps = []
+        for t in range(tgt_in.size(1)):
+            output, state = self.step_embedded(embedded[:, t : t + 1], state, memory)
+            steps.append(output)
+        return _stack_steps(steps)
+
+    def _attend(self, query: torch.Tensor, memory: EncoderMemory) -> AttentionOutput | None:
+        if self.attention is None:
+            return None
+        return self.attention(query, memory.keys, memory.encoder_outputs, memory.src_mask)
+
+
+class LuongDecoder(Decoder):
+    """Luong et al. 2015: RNN step, then global attention on its output, then h~_t."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int,
+        hidden_size: int,
+        layers: int,
+        rnn: str,
+        attention: Attention | None,
+        input_feeding: bool,
+        dropout: float,
+        pad_id: int,
+    ) -> None:
+        super().__init__(vocab_size, embedding_size, dropout, pad_id)
+        self.attention = attention
+        self.input_feeding = input_feeding
+        self.hidden_size = hidden_size
+        rnn_input = embedding_size + (hidden_size if input_feeding else 0)
+        self.rnn = RNN[rnn](
+            rnn_input, hidden_size, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
+        # W_c of Luong eq. 5: [c_t; h_t] -> h~_t
+        self.W_c = nn.Linear(2 * hidden_size, hidden_size, bias=False) if attention is not None else None
+
+    def initial_state(self, encoder_final: RNNState) -> DecoderState:
+        if not self.input_feeding:
+            return DecoderState(encoder_final)
+        batch = _top_hidden(encoder_final).size(0)
+        reference = _top_hidden(encoder_final)
+        return DecoderState(encoder_final, reference.new_zeros(batch, self.hidden_size))
+
+    def _attentional_hidden(self, rnn_outputs: torch.Tensor, memory: EncoderMemory) -> DecoderOutput:
+        """Attention with the RNN outputs (B, T, H) as queries, then h~ = tanh(W_c [c; h])."""
+        attention = self._attend(rnn_outputs, memory)
+        if attention is None or self.W_c is None:
+            return DecoderOutput(rnn_outputs, None, rnn_outputs)
+        context = attention.context.to(rnn_outputs.dtype)
+        attentional = torch.tanh(self.W_c(torch.cat([context, rnn_outputs], dim=-1)))  # (B, T, H)
+        return DecoderOutput(attentional, attention, rnn_outputs)
+
+    def step_embedded(
+        self, embedded: torch.Tensor, state: DecoderState, memory: EncoderMemory
+    ) -> tuple[DecoderOutput, DecoderState]:
+        rnn_input = embedded  # (B, 1, E)
+        if self.input_feeding and state.attentional is not None:
+            rnn_input = torch.cat([embedded, state.attentional.unsqueeze(1).to(embedded.dtype)], dim=-1)
+        rnn_output, rnn_state = self.rnn(rnn_input, state.rnn)  # (B, 1, H)
+        output = self._attentional_hidden(rnn_output, memory)
+        attentional = output.outputs.squeeze(1) if self.input_feeding else None
+        return output, DecoderState(rnn_state, attentional)
+
+    def forward(
+        self, tgt_in: torch.Tensor, state: DecoderState, memory: EncoderMemory
+    ) -> DecoderOutput:
+        """Teacher forcing. Without input feeding, one RNN call and batched attention."""
+        if self.input_feeding:
+            return super().forward(tgt_in, state, memory)
+        embedded = self.dropout(self.embedding(tgt_in))  # (B, T, E)
+        rnn_outputs, _ = self.rnn(embedded, state.rnn)  # (B, T, H)
+        return self._attentional_hidden(rnn_outputs, memory)
+
+
+class BahdanauDecoder(Decoder):
+    """Bahdanau et al. 2014: attend from s_{t-1}, feed c_t into the RNN, deep output."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_size: int,
+        hidden_size: int,
+        layers: int,
+        rnn: str,
+        attention: Attention | None,
+        dropout: float,
+        pad_id: int,
+    ) -> None:
+        super().__init__(vocab_size, embedding_size, dropout, pad_id)
+        self.attention = attention
+        context_size = hidden_size if attention is not None else 0
+        self.rnn = RNN[rnn](
+            embedding_size + context_size,
+            hidden_size,
+            num_layers=layers,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        # Deep output (Bahdanau appendix A.2.2, with tanh in place of maxout): [s_t; c_t; E y_{t-1}] -> t_t
+        self.W_o = nn.Linear(hidden_size + context_size + embedding_size, hidden_size, bias=False)
+
+    def step_embedded(
+        self, embedded: torch.Tensor, state: DecoderState, memory: EncoderMemory
+    ) -> tuple[DecoderOutput, DecoderState]:
+        query = _top_hidden(state.rnn).unsqueeze(1).to(embedded.dtype)  # s_{t-1}: (B, 1, H)
+        attention = self._attend(query, memory)
+        rnn_input = embedded
+        if attention is not None:
+            rnn_input = torch.cat([embedded, attention.context.to(embedded.dtype)], dim=-1)
+        rnn_output, rnn_state = self.rnn(rnn_input, state.rnn)  # s_t: (B, 1, H)
+        output = torch.tanh(self.W_o(torch.cat([rnn_output, rnn_input], dim=-1)))  # (B, 1, H)
+        return DecoderOutput(output, attention, query), DecoderState(rnn_state)
+

@@ -1,0 +1,17 @@
+"""Errors a user can cause and fix: the CLI prints them as one line and exits 2."""
+
+
+class AttnmtError(Exception):
+    """A mistake in the user's input (file, config key, argument), not a bug."""
+
+
+class ConfigError(AttnmtError):
+    """A config key or value is wrong; the message names the key and what is allowed."""
+
+
+class DataError(AttnmtError):
+    """A corpus file is missing, unreadable or inconsistent; the message names file and line."""
+
+
+class ModelDirError(AttnmtError):
+    """A model directory is missing or does not hold a trained attnmt model."""

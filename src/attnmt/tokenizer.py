@@ -1,0 +1,113 @@
+"""Subword tokenization with sentencepiece, trained at train time, stored with the model.
+
+One model for both languages (``joint_vocab``) or one per side. Byte fallback
+makes any Unicode text representable: a character never seen in training becomes
+its UTF-8 bytes instead of <unk>. Ids 0-3 are <pad>, <unk>, <s>, </s> in every
+model (see ``model.PAD_ID`` and friends).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import sentencepiece as spm
+
+from attnmt.errors import ModelDirError
+from attnmt.model import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+SRC_MODEL, TGT_MODEL, JOINT_MODEL = "spm.src.model", "spm.tgt.model", "spm.joint.model"
+
+
+def train_sentencepiece(sentences: list[str], vocab_size: int, model_type: str, seed: int) -> bytes:
+    """Train a sentencepiece model on ``sentences`` and return it serialised."""
+    model = io.BytesIO()
+    spm.set_random_generator_seed(seed)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(s for s in sentences if s),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=1.0,
+        byte_fallback=True,
+        hard_vocab_limit=False,
+        pad_id=PAD_ID,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
+        input_sentence_size=2_000_000,
+        shuffle_input_sentence=True,
+        num_threads=2,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+class Tokenizer:
+    """Source and target sentencepiece processors (the same object when joint)."""
+
+    def __init__(self, src: spm.SentencePieceProcessor, tgt: spm.SentencePieceProcessor) -> None:
+        self.src = src
+        self.tgt = tgt
+
+    @classmethod
+    def train(
+        cls,
+        pairs: list[tuple[str, str]],
+        out_dir: Path,
+        vocab_size: int,
+        model_type: str,
+        joint: bool,
+        seed: int = 1,
+    ) -> Tokenizer:
+        """Train on the training pairs, save the model file(s) in ``out_dir``, load them."""
+        if joint:
+            model = train_sentencepiece([s for p in pairs for s in p], vocab_size, model_type, seed)
+            (out_dir / JOINT_MODEL).write_bytes(model)
+        else:
+            (out_dir / SRC_MODEL).write_bytes(train_sentencepiece([p[0] for p in pairs], vocab_size, model_type, seed))
+            (out_dir / TGT_MODEL).write_bytes(train_sentencepiece([p[1] for p in pairs], vocab_size, model_type, seed))
+        return cls.load(out_dir)
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Tokenizer:
+        """Load the tokenizer stored in a model directory."""
+        if (model_dir / JOINT_MODEL).is_file():
+            joint = spm.SentencePieceProcessor(model_file=str(model_dir / JOINT_MODEL))
+            return cls(joint, joint)
+        if (model_dir / SRC_MODEL).is_file() and (model_dir / TGT_MODEL).is_file():
+            return cls(
+                spm.SentencePieceProcessor(model_file=str(model_dir / SRC_MODEL)),
+                spm.SentencePieceProcessor(model_file=str(model_dir / TGT_MODEL)),
+            )
+        raise ModelDirError(f"{model_dir}: no sentencepiece model ({JOINT_MODEL}, or {SRC_MODEL} and {TGT_MODEL})")
+
+    @staticmethod
+    def exists(model_dir: Path) -> bool:
+        return (model_dir / JOINT_MODEL).is_file() or (model_dir / SRC_MODEL).is_file()
+
+    def encode_src(self, texts: list[str]) -> list[list[int]]:
+        """Source ids, each ending in </s> so that even an empty line has one token."""
+        return [ids + [EOS_ID] for ids in self.src.encode(texts)]
+
+    def encode_tgt(self, texts: list[str]) -> list[list[int]]:
+        """Target ids without <s> or </s> (the batching adds them)."""
+        return list(self.tgt.encode(texts))
+
+    def decode_tgt(self, ids: list[int]) -> str:
+        """Detokenised target text."""
+        return str(self.tgt.decode(ids))
+
+    def src_pieces(self, ids: list[int]) -> list[str]:
+        return [str(self.src.id_to_piece(i)) for i in ids]
+
+    def tgt_pieces(self, ids: list[int]) -> list[str]:
+        return [str(self.tgt.id_to_piece(i)) for i in ids]
+
+    @property
+    def src_vocab_size(self) -> int:
+        return int(self.src.get_piece_size())
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return int(self.tgt.get_piece_size())
