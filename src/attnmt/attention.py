@@ -177,8 +177,7 @@ class LocationAttention(Attention):
         source_length = keys.size(1)
         if source_length > self.W_a.out_features:
             raise ValueError(
-                f"location attention was built for at most {self.W_a.out_features} source "
-                f"tokens, got {source_length}"
+                f"location attention was built for at most {self.W_a.out_features} source tokens, got {source_length}"
             )
         return self.W_a(query)[..., :source_length]  # (B, T, S)
 
@@ -193,9 +192,7 @@ ATTENTION: dict[str, type[Attention]] = {
 }
 
 
-def build_attention(
-    name: str, query_size: int, key_size: int, max_source_length: int
-) -> Attention | None:
+def build_attention(name: str, query_size: int, key_size: int, max_source_length: int) -> Attention | None:
     """The scoring function ``name`` (a key of ``ATTENTION``), or None for "none"."""
     if name == "none":
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -71,8 +72,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     _set_threads(args.threads or config.training.threads)
     out = args.out or f"runs/{Path(args.config).stem}"
     result = train(config, out, max_minutes=args.max_minutes or 0.0, progress=not args.no_progress)
-    print(json.dumps({"out": str(result.out_dir), "steps": result.steps, "best_valid_bleu": result.best_bleu,
-                      "stopped": result.stopped_because}))
+    print(
+        json.dumps(
+            {
+                "out": str(result.out_dir),
+                "steps": result.steps,
+                "best_valid_bleu": result.best_bleu,
+                "stopped": result.stopped_because,
+            }
+        )
+    )
     return 0
 
 
@@ -86,7 +95,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     lines = _read_input(args.input)
     beam = args.beam or translator.config.decoding.beam
     if args.nbest > 1:
-        outputs = []
+        outputs: list[str] = []
         for number, hyps in enumerate(translator.translate_nbest(lines, beam=beam, nbest=args.nbest)):
             outputs.extend(f"{number} ||| {text} ||| {score:.4f}" for text, score in hyps)
         _write_output(args.output, outputs)
@@ -115,13 +124,63 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     hypotheses = translator.translate(sources, beam=beam, batch_size=args.batch_size)
     seconds = time.perf_counter() - started
-    result: dict[str, Any] = {**corpus_scores(hypotheses, references), "beam": beam, "sentences": len(pairs),
-                              "seconds": round(seconds, 2), "sentences_per_s": round(len(pairs) / seconds, 1)}
+    result: dict[str, Any] = {
+        **corpus_scores(hypotheses, references),
+        "beam": beam,
+        "sentences": len(pairs),
+        "seconds": round(seconds, 2),
+        "sentences_per_s": round(len(pairs) / seconds, 1),
+    }
     if args.by_length:
         result["by_length"] = bleu_by_length(sources, hypotheses, references)
     if args.output:
         _write_output(args.output, hypotheses)
     print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from attnmt.explain import explain, format_text
+    from attnmt.plotting import plot_attention
+
+    _set_threads(args.threads)
+    if args.toy:
+        from attnmt.toy import explain_toy, format_toy
+
+        result = explain_toy(seed=args.seed)
+        print(json.dumps(result, ensure_ascii=False, indent=1) if args.format == "json" else format_toy(result))
+        return 0
+    if not args.model or args.sentence is None:
+        raise AttnmtError("explain needs --model DIR and a sentence (or --toy for the lecture's example)")
+    if not args.sentence.strip():
+        raise AttnmtError("explain needs a non-empty sentence")
+    from attnmt.translator import Translator
+
+    translator = Translator.load(args.model, device=args.device)
+    result = explain(translator, args.sentence, reference=args.reference, beam=args.beam, top_k=args.top_k)
+    if args.format == "json":
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(format_text(result, full=args.full))
+    if args.plot:
+        if result["scoring"] == "none":
+            raise AttnmtError(f"--plot: {Path(args.model).name} has no attention (attention: none), nothing to plot")
+        weights = [step["weights"] for step in result["steps"]]
+        title = (
+            f"{Path(args.model).name}: {result['decoder']} decoder, {result['scoring']} attention ({result['mode']})"
+        )
+        path = plot_attention(
+            result["source_tokens"], [s["chosen"] for s in result["steps"]], weights, args.plot, title
+        )
+        print(f"heatmap written to {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from attnmt.plotting import plot_attention_file
+
+    written = plot_attention_file(args.file, Path(args.out), args.format)
+    print(f"{len(written)} heatmap(s) written to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -149,8 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model; rerun on the same --out to resume")
     train.add_argument("--config", required=True, help="YAML config (see configs/)")
     train.add_argument("--out", help="output directory (default runs/<config name>)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set model.attention=dot (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.attention=dot (repeatable)",
+    )
     train.add_argument("--max-minutes", type=_minutes, help="stop training after this many minutes")
     train.add_argument("--threads", type=_positive, help="CPU threads for torch (default: training.threads or all)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -162,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--output", default="-", help="output file (default stdout)")
     translate.add_argument("--beam", type=_positive, help="beam size; 1 = greedy (default decoding.beam)")
     translate.add_argument("--batch-size", type=_positive, help="sentences per batch (default decoding.batch_size)")
-    translate.add_argument("--nbest", type=_positive, default=1,
-                           help="write the N best as 'line ||| translation ||| score' rows")
+    translate.add_argument(
+        "--nbest", type=_positive, default=1, help="write the N best as 'line ||| translation ||| score' rows"
+    )
     translate.add_argument("--attention", metavar="FILE.jsonl", help="also write tokens and attention weights")
     translate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     translate.add_argument("--threads", type=_positive, help="CPU threads for torch")
@@ -180,10 +245,35 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     evaluate.add_argument("--threads", type=_positive, help="CPU threads for torch")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    explain = commands.add_parser("explain", help="every number of attention for one sentence, step by step")
+    explain.add_argument("sentence", nargs="?", help="the source sentence to explain")
+    explain.add_argument("--model", help="model directory written by attnmt train")
+    explain.add_argument("--toy", action="store_true", help="train and explain the lecture's let's go -> vamos toy")
+    explain.add_argument("--seed", type=int, default=0, help="seed of the --toy model (default 0)")
+    explain.add_argument("--reference", help="force this target (teacher forcing), show each word's probability")
+    explain.add_argument("--beam", type=_positive, default=1, help="explain the best beam hypothesis (default greedy)")
+    explain.add_argument("--format", choices=["text", "json"], default="text")
+    explain.add_argument("--full", action="store_true", help="print whole vectors in the text format")
+    explain.add_argument("--top-k", type=_positive, default=5, help="next-word candidates shown per step")
+    explain.add_argument("--plot", metavar="FILE.png|FILE.svg", help="also draw the attention heatmap")
+    explain.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    explain.add_argument("--threads", type=_positive, help="CPU threads for torch")
+    explain.set_defaults(handler=cmd_explain)
+
+    plot = commands.add_parser("plot", help="heatmaps from a translate --attention file")
+    plot.add_argument("file", help="JSONL written by attnmt translate --attention")
+    plot.add_argument("--out", required=True, help="directory for the images")
+    plot.add_argument("--format", choices=["png", "svg"], default="png")
+    plot.set_defaults(handler=cmd_plot)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Large CPU tensors (the N x V logits) on transparent huge pages: without this,
+    # page faults on every fresh 64 MB allocation make training ~20% slower
+    # (benchmarks/train_speed.py). Must be set before torch allocates.
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

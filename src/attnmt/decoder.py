@@ -139,9 +139,7 @@ class Decoder(nn.Module):
     ) -> tuple[DecoderOutput, DecoderState]:
         raise NotImplementedError
 
-    def forward(
-        self, tgt_in: torch.Tensor, state: DecoderState, memory: EncoderMemory
-    ) -> DecoderOutput:
+    def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: EncoderMemory) -> DecoderOutput:
         """Teacher forcing over the target inputs ``tgt_in`` (B, T), step by step.
 
         Used when a step needs the previous step's result (input feeding, Bahdanau).
@@ -212,9 +210,7 @@ class LuongDecoder(Decoder):
         attentional = output.outputs.squeeze(1) if self.input_feeding else None
         return output, DecoderState(rnn_state, attentional)
 
-    def forward(
-        self, tgt_in: torch.Tensor, state: DecoderState, memory: EncoderMemory
-    ) -> DecoderOutput:
+    def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: EncoderMemory) -> DecoderOutput:
         """Teacher forcing. Without input feeding, one RNN call and batched attention."""
         if self.input_feeding:
             return super().forward(tgt_in, state, memory)
@@ -261,4 +257,3 @@ class BahdanauDecoder(Decoder):
         rnn_output, rnn_state = self.rnn(rnn_input, state.rnn)  # s_t: (B, 1, H)
         output = torch.tanh(self.W_o(torch.cat([rnn_output, rnn_input], dim=-1)))  # (B, 1, H)
         return DecoderOutput(output, attention, query), DecoderState(rnn_state)
-

@@ -34,6 +34,8 @@ def bleu_by_length(
         chosen = [i for i, s in enumerate(sources) if low <= len(s.split()) <= high]
         if not chosen:
             continue
-        score = sacrebleu.metrics.BLEU().corpus_score([hypotheses[i] for i in chosen], [[references[i] for i in chosen]])
+        score = sacrebleu.metrics.BLEU().corpus_score(
+            [hypotheses[i] for i in chosen], [[references[i] for i in chosen]]
+        )
         rows.append({"min_words": low, "max_words": high, "sentences": len(chosen), "bleu": round(score.score, 2)})
     return rows

@@ -26,6 +26,10 @@ def plot_attention(
     """Heatmap of ``weights`` (target x source): rows are output tokens, columns input tokens."""
     plt = _pyplot()
     path = Path(path)
+    if path.suffix.lower() not in (".png", ".svg"):
+        from attnmt.errors import AttnmtError
+
+        raise AttnmtError(f"{path}: the heatmap must be a .png or .svg file")
     width = max(4.0, 0.45 * len(source_tokens) + 2.5)
     height = max(3.0, 0.4 * len(target_tokens) + 1.8)
     figure, axes = plt.subplots(figsize=(width, height))
@@ -61,3 +65,35 @@ def plot_bleu_by_length(series: dict[str, list[dict[str, Any]]], path: str | Pat
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def plot_attention_file(path: str | Path, out_dir: Path, image_format: str = "png") -> list[Path]:
+    """One heatmap per line of a ``translate --attention`` JSONL file (lines without weights are skipped)."""
+    import json
+
+    from attnmt.errors import AttnmtError
+
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise AttnmtError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise AttnmtError(f"{path}: cannot read ({error})") from None
+    written = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            source, target, weights = row["source_tokens"], row["target_tokens"], row["weights"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise AttnmtError(
+                f"{path}:{number}: not a row of attnmt translate --attention "
+                "(needs source_tokens, target_tokens, weights)"
+            ) from None
+        if not weights:
+            continue
+        title = f"line {row.get('line', number)}: {row.get('scoring', '')} attention"
+        written.append(plot_attention(source, target, weights, out_dir / f"line-{number:04d}.{image_format}", title))
+    return written

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID, Seq2Seq
+from attnmt.model import BOS_ID, EOS_ID, Seq2Seq
 
 
 @dataclass

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -21,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
 from attnmt import checkpoint
 from attnmt.config import Config, config_from_dict, read_yaml, save_config
 from attnmt.data import Batch, EncodedCorpus, filter_pairs, make_batch, read_parallel, token_batches
 from attnmt.errors import ConfigError
+from attnmt.loss import label_smoothed_nll
 from attnmt.metrics import corpus_scores
 from attnmt.model import PAD_ID, Seq2Seq
 from attnmt.tokenizer import Tokenizer
@@ -59,13 +61,7 @@ def choose_precision(setting: str, device: torch.device) -> torch.dtype | None:
 
 def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     """Summed label-smoothed cross-entropy over all real target tokens (B, T, V) vs (B, T)."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(),
-        tgt_out.reshape(-1),
-        ignore_index=PAD_ID,
-        label_smoothing=label_smoothing,
-        reduction="sum",
-    )
+    return label_smoothed_nll(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1), label_smoothing, PAD_ID)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> Any:
@@ -91,6 +87,7 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0
     best_bleu: float = -1.0
+    best_scheduled_bleu: float = -1.0
     bad_validations: int = 0
     finished: bool = False
 
@@ -120,7 +117,9 @@ def prepare_data(config: Config, out_dir: Path, resuming: bool, log: Any) -> tup
         kept = [p for p in train_pairs if p[0] and p[1]]
         tokenizer = Tokenizer.train(kept, out_dir, d.vocab_size, d.tokenizer, d.joint_vocab, config.training.seed)
     train = filter_pairs(
-        tokenizer.encode_src([p[0] for p in train_pairs]), tokenizer.encode_tgt([p[1] for p in train_pairs]), d.max_length
+        tokenizer.encode_src([p[0] for p in train_pairs]),
+        tokenizer.encode_tgt([p[1] for p in train_pairs]),
+        d.max_length,
     )
     if len(train) == 0:
         raise ConfigError(f"data: no training pair is left after filtering by data.max_length={d.max_length}")
@@ -236,6 +235,7 @@ class _Loop:
         self.valid_ids = valid_src
         self.valid_loss_corpus = filter_pairs(valid_src, valid_tgt, trainer.config.data.max_length)
         self.recent: dict[str, float] = {}  # last logged training loss and speed, repeated in validation rows
+        self.last_validated_step = -1
 
     def train_step(self, batch: Batch) -> float:
         """Forward, label-smoothed loss averaged over target tokens, backward, clip, update."""
@@ -287,7 +287,22 @@ class _Loop:
             )
         checkpoint.save_atomic(payload, self.t.out_dir / name)
 
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        """First Ctrl-C: finish the current step, save last.pt, stop. A second one stops at once."""
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def run(self) -> TrainResult:
+        self.interrupted = False
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_interrupt) if in_main_thread else None
+        try:
+            return self._run()
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous)
+
+    def _run(self) -> TrainResult:
         from tqdm import tqdm
 
         config = self.t.config.training
@@ -344,8 +359,12 @@ class _Loop:
                         interval_loss, interval_tokens, interval_start = 0.0, 0, time.monotonic()
                     out_of_time = time.monotonic() - started >= budget
                     at_max_steps = config.max_steps > 0 and state.step >= config.max_steps
-                    if state.step % config.valid_every == 0 or out_of_time or at_max_steps:
-                        stopped = self.validate_and_save(bar)
+                    if self.interrupted:
+                        stopped = "interrupted"
+                        break
+                    scheduled = state.step % config.valid_every == 0
+                    if scheduled or out_of_time or at_max_steps:
+                        stopped = self.validate_and_save(bar, scheduled)
                         interval_start = time.monotonic()  # validation time is not training time
                     if not stopped and out_of_time:
                         stopped = f"time budget of {self.t.max_minutes:g} minutes reached"
@@ -353,17 +372,19 @@ class _Loop:
                         stopped = f"training.max_steps={config.max_steps} reached"
                     if stopped:
                         break
-            except KeyboardInterrupt:
+            finally:
                 bar.close()
-                self.save("last.pt", with_training_state=True)
-                self.t.log(f"interrupted at step {state.step}; rerun the same command to resume")
-                raise
-            bar.close()
             if not stopped:
                 state.epoch += 1
                 state.batch_in_epoch = 0
+        if stopped == "interrupted":
+            self.save("last.pt", with_training_state=True)
+            self.t.log(f"interrupted at step {state.step}; last.pt saved, rerun the same command to resume")
+            raise KeyboardInterrupt
         if not stopped:
             stopped = f"training.max_epochs={config.max_epochs} reached"
+            if self.last_validated_step != state.step:
+                self.validate_and_save(None, scheduled=False)
         if "early stopping" in stopped or "max_epochs" in stopped:
             state.finished = True
         self.save("last.pt", with_training_state=True)
@@ -374,12 +395,19 @@ class _Loop:
             self.t.out_dir, state.step, state.best_bleu, stopped, total_tokens / total_time if total_time else 0.0
         )
 
-    def validate_and_save(self, bar: Any) -> str:
-        """Validate, log, step the plateau scheduler, save best/last; return a stop reason or ''."""
+    def validate_and_save(self, bar: Any, scheduled: bool) -> str:
+        """Validate, log, save best/last; return a stop reason or ''.
+
+        Only ``scheduled`` validations (every ``valid_every`` steps) step the plateau
+        scheduler and count for early stopping; the extra validation when a budget
+        stops the run only updates ``best.pt``, so that a resumed run follows the
+        same learning-rate schedule as one that never stopped.
+        """
         config = self.t.config.training
         state = self.state
         scores = self.validate()
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        self.last_validated_step = state.step
+        if scheduled and isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(scores["valid_loss"])
         row = {
             "step": state.step,
@@ -390,17 +418,22 @@ class _Loop:
             **{k: round(v, 4) for k, v in scores.items()},
         }
         self.t.write_log(row)
-        bar.write(
+        message = (
             f"[attnmt] step {state.step}: valid loss {scores['valid_loss']:.3f}, ppl {scores['valid_ppl']:.2f}, "
-            f"greedy BLEU {scores['valid_bleu']:.2f}",
-            file=sys.stderr,
+            f"greedy BLEU {scores['valid_bleu']:.2f}"
         )
+        if bar is not None:
+            bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
         stop = ""
         if scores["valid_bleu"] > state.best_bleu:
             state.best_bleu = scores["valid_bleu"]
-            state.bad_validations = 0
             self.save("best.pt", with_training_state=False)
-        else:
+        if scheduled and scores["valid_bleu"] > state.best_scheduled_bleu:
+            state.best_scheduled_bleu = scores["valid_bleu"]
+            state.bad_validations = 0
+        elif scheduled:
             state.bad_validations += 1
             if config.early_stopping > 0 and state.bad_validations >= config.early_stopping:
                 stop = f"early stopping after {state.bad_validations} validations without a better BLEU"

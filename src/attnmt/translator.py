@@ -95,11 +95,14 @@ class AttentionRecord:
 class Translator:
     """A trained model, its tokenizer and its config, ready to translate."""
 
-    def __init__(self, model: Seq2Seq, tokenizer: Tokenizer, config: Config, device: torch.device) -> None:
+    def __init__(
+        self, model: Seq2Seq, tokenizer: Tokenizer, config: Config, device: torch.device, model_dir: Path | None = None
+    ) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.config = config
         self.device = device
+        self.model_dir = model_dir
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", checkpoint_name: str = "best.pt") -> Translator:
@@ -109,7 +112,7 @@ class Translator:
             raise ModelDirError(f"{directory}: model directory not found")
         payload = checkpoint.load(directory / checkpoint_name)
         config = config_from_dict(payload["config"], origin=str(directory / checkpoint_name))
-        return cls(build_model(payload, config), Tokenizer.load(directory), config, pick_device(device))
+        return cls(build_model(payload, config), Tokenizer.load(directory), config, pick_device(device), directory)
 
     @property
     def attention_name(self) -> str:

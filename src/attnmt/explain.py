@@ -1,0 +1,201 @@
+"""The worked example of attention, for any sentence and any trained model.
+
+The lecture computes one decoding step by hand: the decoder's output (the query)
+is compared with each encoder output by a similarity score, softmax turns the
+scores into weights, the weighted sum of encoder outputs is the context vector
+("attention values"), and a fully connected layer plus softmax picks the next
+word. ``explain`` records every one of those numbers for every step, reading
+them from ``Seq2Seq.step`` — the very code path that translates — so they are
+checkable: ``weights == softmax(scores)``, ``context == sum_s weights_s *
+encoder_outputs_s`` and (greedy) ``chosen == argmax(probabilities)``.
+
+Decoding is greedy by default; with ``reference`` the given target is forced
+(teacher forcing) and the probability of each reference word is shown; with
+``beam`` the best beam hypothesis is found first, then replayed step by step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from attnmt.data import pad
+from attnmt.decoder import EncoderMemory
+from attnmt.model import BOS_ID, EOS_ID, Seq2Seq
+from attnmt.search import beam_search, max_output_lengths
+from attnmt.translator import Translator
+
+NO_ATTENTION_NOTE = (
+    "this model has no attention (attention: none): the decoder sees the source only through the "
+    "encoder's final state, so there are no scores, weights or context vectors to show"
+)
+
+
+def _floats(tensor: torch.Tensor) -> list[float]:
+    return [float(x) for x in tensor.reshape(-1).tolist()]
+
+
+def _forced_tokens(
+    translator: Translator, src: torch.Tensor, lengths: torch.Tensor, reference: str | None, beam: int
+) -> list[int] | None:
+    """The target to replay: the reference, the best beam hypothesis, or None for greedy."""
+    if reference is not None:
+        return translator.tokenizer.encode_tgt([reference])[0] + [EOS_ID]
+    if beam > 1:
+        config = translator.config.decoding
+        limits = max_output_lengths(lengths, config.max_length_ratio, config.max_length_extra)
+        best = beam_search(translator.model, src, lengths, limits, beam, config.length_penalty)[0][0]
+        return best.tokens + [EOS_ID]
+    return None
+
+
+@torch.no_grad()
+def trace(
+    model: Seq2Seq,
+    src_ids: list[int],
+    tgt_piece: Callable[[int], str],
+    forced: list[int] | None,
+    limit: int,
+    top_k: int,
+    device: torch.device,
+) -> tuple[EncoderMemory, list[dict[str, Any]], list[int]]:
+    """Decode ``src_ids`` one ``Seq2Seq.step`` at a time and record every number.
+
+    ``forced`` replays a given target (ending in </s>); otherwise each step takes
+    the most probable word and </s> is forced at ``limit`` steps, as in search.py.
+    Each step's dict holds the JSON fields of PRODUCT.md plus ``output`` (the
+    vector the fully connected output layer reads) and ``probs`` (a tensor).
+    """
+    model.eval()
+    src, lengths = pad([src_ids])
+    src, lengths = src.to(device), lengths.to(device)
+    memory, state = model.encode(src, lengths)
+    steps: list[dict[str, Any]] = []
+    prev, output_ids = BOS_ID, []
+    for t in range(len(forced) if forced is not None else limit):
+        log_probs, state, details = model.step(torch.tensor([prev], device=device), state, memory)
+        probs = log_probs[0].exp()
+        top = probs.topk(min(top_k, probs.numel()))
+        if forced is not None:
+            chosen = forced[t]
+        elif t == limit - 1:
+            chosen = EOS_ID
+        else:
+            chosen = int(probs.argmax())
+        step: dict[str, Any] = {
+            "step": t + 1,
+            "input_token": tgt_piece(prev),
+            "query": _floats(details.queries[0, 0]),
+            "top_k": [{"token": tgt_piece(int(i)), "prob": float(p)} for p, i in zip(top.values, top.indices)],
+            "chosen": tgt_piece(chosen),
+            "chosen_prob": float(probs[chosen]),
+            "output": _floats(details.outputs[0, 0]),
+            "probs": probs,
+        }
+        if details.attention is not None:
+            step.update(
+                scores=_floats(details.attention.scores[0, 0]),
+                weights=_floats(details.attention.weights[0, 0]),
+                context=_floats(details.attention.context[0, 0]),
+            )
+        steps.append(step)
+        if chosen == EOS_ID:
+            break
+        output_ids.append(chosen)
+        prev = chosen
+    return memory, steps, output_ids
+
+
+def explain(
+    translator: Translator,
+    sentence: str,
+    reference: str | None = None,
+    beam: int = 1,
+    top_k: int = 5,
+) -> dict[str, Any]:
+    """Every number of every decoding step of ``sentence`` (the JSON of ``attnmt explain``)."""
+    tokenizer = translator.tokenizer
+    src_ids = tokenizer.encode_src([sentence.strip()])[0]
+    src, lengths = pad([src_ids])
+    forced = _forced_tokens(translator, src.to(translator.device), lengths.to(translator.device), reference, beam)
+    decoding = translator.config.decoding
+    limit = int(max_output_lengths(lengths, decoding.max_length_ratio, decoding.max_length_extra)[0])
+    memory, steps, output_ids = trace(
+        translator.model, src_ids, tokenizer.tgt.id_to_piece, forced, limit, top_k, translator.device
+    )
+    for step in steps:
+        del step["probs"]
+    result: dict[str, Any] = {
+        "model": str(translator.model_dir or ""),
+        "scoring": translator.model.attention_name,
+        "decoder": translator.config.model.decoder,
+        "input_feeding": translator.config.model.input_feeding,
+        "mode": "reference" if reference is not None else (f"beam {beam}" if beam > 1 else "greedy"),
+        "source": sentence,
+        "source_tokens": tokenizer.src_pieces(src_ids),
+        "encoder_outputs": [_floats(row) for row in memory.encoder_outputs[0]],
+        "steps": steps,
+        "translation": tokenizer.decode_tgt(output_ids),
+    }
+    if reference is not None:
+        result["reference"] = reference
+        result["reference_log_prob"] = sum(math.log(max(s["chosen_prob"], 1e-45)) for s in steps)
+    if translator.model.attention_name == "none":
+        result["note"] = NO_ATTENTION_NOTE
+    return result
+
+
+def alignment(explanation: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """For each output token, the source token with the largest weight (and that weight)."""
+    rows = []
+    for step in explanation["steps"]:
+        if "weights" not in step:
+            continue
+        best = max(range(len(step["weights"])), key=lambda s: step["weights"][s])
+        rows.append((step["chosen"], explanation["source_tokens"][best], step["weights"][best]))
+    return rows
+
+
+def _vector(values: list[float], full: bool, shown: int = 6) -> str:
+    norm = math.sqrt(sum(v * v for v in values))
+    body = values if full else values[:shown]
+    more = "" if full or len(values) <= shown else f", ... ({len(values)} values)"
+    return f"|v| = {norm:.3f}  [" + ", ".join(f"{v:+.3f}" for v in body) + more + "]"
+
+
+def format_text(explanation: dict[str, Any], full: bool = False) -> str:
+    """The readable table of ``attnmt explain --format text``."""
+    lines = [
+        f"source:      {explanation['source']}",
+        f"tokens:      {' '.join(explanation['source_tokens'])}",
+        f"model:       {explanation['decoder']} decoder, {explanation['scoring']} attention"
+        + (", input feeding" if explanation.get("input_feeding") else "")
+        + f"; decoding: {explanation['mode']}",
+        f"translation: {explanation['translation']}",
+    ]
+    if explanation["scoring"] == "none":
+        lines += ["", f"note: {explanation['note']}"]
+    source_width = max(len(t) for t in explanation["source_tokens"]) + 2
+    for step in explanation["steps"]:
+        lines += [
+            "",
+            f"step {step['step']}: previous word fed in: {step['input_token']}",
+            f"  decoder query {_vector(step['query'], full)}",
+        ]
+        if "weights" in step:
+            lines.append(f"  {'source token':<{source_width}} {explanation['scoring'] + ' score':>14}  weight")
+            for token, score, weight in zip(explanation["source_tokens"], step["scores"], step["weights"]):
+                bar = "█" * round(weight * 20)
+                lines.append(f"  {token:<{source_width}} {score:>14.3f}  {weight * 100:5.1f}% {bar}")
+            lines.append(f"  attention values (context) {_vector(step['context'], full)}")
+        top = ", ".join(f"{c['token']} {c['prob'] * 100:.1f}%" for c in step["top_k"])
+        lines.append(f"  next word, top {len(step['top_k'])}: {top}")
+        lines.append(f"  chosen: {step['chosen']} ({step['chosen_prob'] * 100:.1f}%)")
+    summary = alignment(explanation)
+    if summary:
+        lines += ["", "alignment (each output token -> the source token it attended to most):"]
+        lines += [f"  {out:<16} <- {src:<16} {weight * 100:5.1f}%" for out, src, weight in summary]
+    return "\n".join(lines)

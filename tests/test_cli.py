@@ -1,0 +1,182 @@
+"""The attnmt command end to end on tiny data, and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_config, tiny_translate, write_tiny_corpus
+
+
+def attnmt(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "attnmt", *args], input=stdin, capture_output=True, text=True, timeout=600
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 or "usage:" in result.stderr, result.stderr
+    assert fragment in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("command", ["quickstart", "train", "translate", "evaluate"])
+def test_every_subcommand_has_help(command: str) -> None:
+    result = attnmt(command, "--help")
+    assert result.returncode == 0 and "usage: attnmt" in result.stdout
+
+
+def test_translate_keeps_line_count_order_and_empty_lines(tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = attnmt("translate", "--model", str(tiny_model_dir), "--beam", "2", stdin="red dog\n\nthe cat\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n") == [tiny_translate("red dog"), "", tiny_translate("the cat"), ""]
+    attention = tmp_path / "attention.jsonl"
+    output = tmp_path / "out.txt"
+    (tmp_path / "in.txt").write_text("a dog\nsmall cat\n", encoding="utf-8")
+    result = attnmt(
+        "translate",
+        "--model",
+        str(tiny_model_dir),
+        "--input",
+        str(tmp_path / "in.txt"),
+        "--output",
+        str(output),
+        "--attention",
+        str(attention),
+    )
+    assert result.returncode == 0, result.stderr
+    expected = [tiny_translate("a dog"), tiny_translate("small cat")]
+    assert output.read_text().splitlines() == expected
+    rows = [json.loads(line) for line in attention.read_text().splitlines()]
+    assert [r["translation"] for r in rows] == expected
+    assert rows[0]["scoring"] == "general" and len(rows[0]["weights"]) == len(rows[0]["target_tokens"])
+
+
+def test_translate_nbest(tiny_model_dir: Path) -> None:
+    result = attnmt("translate", "--model", str(tiny_model_dir), "--beam", "3", "--nbest", "2", stdin="red dog\n")
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()
+    assert len(rows) == 2 and rows[0].startswith(f"0 ||| {tiny_translate('red dog')} ||| ")
+
+
+def test_evaluate_prints_the_contract_keys(tiny_model_dir: Path) -> None:
+    test_dir = tiny_model_dir.parent
+    result = attnmt(
+        "evaluate",
+        "--model",
+        str(tiny_model_dir),
+        "--src",
+        str(test_dir / "test.src"),
+        "--ref",
+        str(test_dir / "test.tgt"),
+        "--beam",
+        "2",
+        "--by-length",
+    )
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert {"bleu", "chrf", "signature", "sentences", "seconds", "sentences_per_s", "by_length"} <= scores.keys()
+    assert scores["sentences"] == 40 and scores["bleu"] > 50
+    assert "nrefs:1" in scores["signature"]
+
+
+def test_train_from_the_command_line_and_resume(tmp_path: Path) -> None:
+    paths = write_tiny_corpus(tmp_path)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(paths, max_steps=10)), encoding="utf-8")
+    out = tmp_path / "run"
+    first = attnmt("train", "--config", str(config), "--out", str(out), "--set", "model.attention=dot", "--no-progress")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["steps"] == 10
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["attention"] == "dot"
+    second = attnmt(
+        "train",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--set",
+        "model.attention=dot",
+        "--set",
+        "training.max_steps=20",
+        "--no-progress",
+    )
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stderr and json.loads(second.stdout)["steps"] == 20
+
+
+@pytest.mark.parametrize(
+    "case,fragment",
+    [
+        ("missing config", "config file not found"),
+        ("unknown key", "unknown key model.atention"),
+        ("bad value", "model.attention: 'softmax' is not allowed"),
+        ("bad set", "expected section.key=value"),
+        ("mismatched corpus", "parallel files must be line-aligned"),
+        ("missing model", "model directory not found"),
+        ("nbest over beam", "--nbest 3 needs --beam of at least 3"),
+        ("missing input", "nope.txt: file not found"),
+        ("bad beam", "argument --beam: expected a positive integer"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(tmp_path: Path, tiny_model_dir: Path, case: str, fragment: str) -> None:
+    paths = write_tiny_corpus(tmp_path)
+    config = tmp_path / "c.yaml"
+    raw = tiny_config(paths)
+    if case == "unknown key":
+        raw["model"]["atention"] = "dot"
+    if case == "bad value":
+        raw["model"]["attention"] = "softmax"
+    if case == "mismatched corpus":
+        Path(paths["train_tgt"]).write_text("only one line\n", encoding="utf-8")
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    model = str(tiny_model_dir)
+    args = {
+        "missing config": ["train", "--config", str(tmp_path / "none.yaml")],
+        "unknown key": ["train", "--config", str(config), "--out", str(tmp_path / "o")],
+        "bad value": ["train", "--config", str(config), "--out", str(tmp_path / "o")],
+        "bad set": ["train", "--config", str(config), "--set", "attention"],
+        "mismatched corpus": ["train", "--config", str(config), "--out", str(tmp_path / "o")],
+        "missing model": ["translate", "--model", str(tmp_path / "nothing")],
+        "nbest over beam": ["translate", "--model", model, "--beam", "2", "--nbest", "3"],
+        "missing input": ["translate", "--model", model, "--input", str(tmp_path / "nope.txt")],
+        "bad beam": ["translate", "--model", model, "--beam", "0"],
+    }[case]
+    assert_user_error(attnmt(*args, stdin=""), fragment)
+
+
+def test_ctrl_c_saves_and_the_same_command_resumes(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    paths = write_tiny_corpus(tmp_path)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(paths, max_steps=100000, valid_every=100000)), encoding="utf-8")
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "attnmt", "train", "--config", str(config), "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "rerun the same command to resume" in stderr
+    import torch
+
+    step = torch.load(out / "last.pt", weights_only=True)["train_state"]["step"]
+    assert step >= 40
+    resumed = attnmt(
+        "train", "--config", str(config), "--out", str(out), "--set", f"training.max_steps={step + 5}", "--no-progress"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {out} at step {step}" in resumed.stderr
+    assert json.loads(resumed.stdout)["steps"] == step + 5
