@@ -116,26 +116,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from attnmt.translator import Translator
 
     _set_threads(args.threads)
+    if args.plot and not args.by_length:
+        raise AttnmtError("--plot draws BLEU by sentence length: add --by-length")
+    if args.output and len(args.model) > 1:
+        raise AttnmtError("--output takes the translations of one model: give one --model")
     pairs = read_parallel(args.src, args.ref)
-    translator = Translator.load(args.model, device=args.device)
-    beam = args.beam or translator.config.decoding.beam
     sources = [p[0] for p in pairs]
     references = [p[1] for p in pairs]
-    started = time.perf_counter()
-    hypotheses = translator.translate(sources, beam=beam, batch_size=args.batch_size)
-    seconds = time.perf_counter() - started
-    result: dict[str, Any] = {
-        **corpus_scores(hypotheses, references),
-        "beam": beam,
-        "sentences": len(pairs),
-        "seconds": round(seconds, 2),
-        "sentences_per_s": round(len(pairs) / seconds, 1),
-    }
-    if args.by_length:
-        result["by_length"] = bleu_by_length(sources, hypotheses, references)
-    if args.output:
-        _write_output(args.output, hypotheses)
-    print(json.dumps(result, ensure_ascii=False))
+    series = {}
+    for model_dir in args.model:
+        translator = Translator.load(model_dir, device=args.device)
+        beam = args.beam or translator.config.decoding.beam
+        started = time.perf_counter()
+        hypotheses = translator.translate(sources, beam=beam, batch_size=args.batch_size)
+        seconds = time.perf_counter() - started
+        result: dict[str, Any] = {
+            **corpus_scores(hypotheses, references),
+            "beam": beam,
+            "sentences": len(pairs),
+            "seconds": round(seconds, 2),
+            "sentences_per_s": round(len(pairs) / seconds, 1),
+        }
+        if len(args.model) > 1:
+            result = {"model": model_dir, "attention": translator.attention_name, **result}
+        if args.by_length:
+            result["by_length"] = bleu_by_length(sources, hypotheses, references)
+            series[f"{Path(model_dir).name} ({translator.attention_name})"] = result["by_length"]
+        if args.output:
+            _write_output(args.output, hypotheses)
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+    if args.plot:
+        from attnmt.plotting import plot_bleu_by_length
+
+        path = plot_bleu_by_length(series, args.plot, f"BLEU by source length: {Path(args.src).name}")
+        print(f"plot written to {path}", file=sys.stderr)
     return 0
 
 
@@ -235,13 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
     translate.set_defaults(handler=cmd_translate)
 
     evaluate = commands.add_parser("evaluate", help="translate a test set and score it with sacreBLEU")
-    evaluate.add_argument("--model", required=True, help="model directory written by attnmt train")
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="model directory written by attnmt train (repeat to compare models)",
+    )
     evaluate.add_argument("--src", required=True, help="source file (plain or .gz)")
     evaluate.add_argument("--ref", required=True, help="reference file (plain or .gz)")
     evaluate.add_argument("--beam", type=_positive, help="beam size; 1 = greedy (default decoding.beam)")
     evaluate.add_argument("--batch-size", type=_positive, help="sentences per batch")
     evaluate.add_argument("--by-length", action="store_true", help="also BLEU per source-length bucket")
     evaluate.add_argument("--output", help="also write the translations to this file")
+    evaluate.add_argument("--plot", metavar="FILE.png|FILE.svg", help="with --by-length: plot BLEU against length")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     evaluate.add_argument("--threads", type=_positive, help="CPU threads for torch")
     evaluate.set_defaults(handler=cmd_evaluate)

@@ -79,10 +79,11 @@ def trace(
         log_probs, state, details = model.step(torch.tensor([prev], device=device), state, memory)
         probs = log_probs[0].exp()
         top = probs.topk(min(top_k, probs.numel()))
+        at_limit = forced is None and t == limit - 1 and int(probs.argmax()) != EOS_ID
         if forced is not None:
             chosen = forced[t]
-        elif t == limit - 1:
-            chosen = EOS_ID
+        elif at_limit:
+            chosen = EOS_ID  # the maximum output length forces </s>, as in search.py
         else:
             chosen = int(probs.argmax())
         step: dict[str, Any] = {
@@ -92,6 +93,7 @@ def trace(
             "top_k": [{"token": tgt_piece(int(i)), "prob": float(p)} for p, i in zip(top.values, top.indices)],
             "chosen": tgt_piece(chosen),
             "chosen_prob": float(probs[chosen]),
+            "forced_eos_at_max_length": at_limit,
             "output": _floats(details.outputs[0, 0]),
             "probs": probs,
         }
@@ -193,7 +195,8 @@ def format_text(explanation: dict[str, Any], full: bool = False) -> str:
             lines.append(f"  attention values (context) {_vector(step['context'], full)}")
         top = ", ".join(f"{c['token']} {c['prob'] * 100:.1f}%" for c in step["top_k"])
         lines.append(f"  next word, top {len(step['top_k'])}: {top}")
-        lines.append(f"  chosen: {step['chosen']} ({step['chosen_prob'] * 100:.1f}%)")
+        forced = "  [forced: maximum output length reached]" if step.get("forced_eos_at_max_length") else ""
+        lines.append(f"  chosen: {step['chosen']} ({step['chosen_prob'] * 100:.1f}%){forced}")
     summary = alignment(explanation)
     if summary:
         lines += ["", "alignment (each output token -> the source token it attended to most):"]

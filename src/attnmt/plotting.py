@@ -15,9 +15,20 @@ def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "none"  # keep labels as text in SVG files (searchable, selectable)
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _image_path(path: str | Path) -> Path:
+    """``path`` as a Path; anything but .png or .svg is a user error."""
+    from attnmt.errors import AttnmtError
+
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".svg"):
+        raise AttnmtError(f"{path}: pictures are written as .png or .svg files")
+    return path
 
 
 def plot_attention(
@@ -25,11 +36,7 @@ def plot_attention(
 ) -> Path:
     """Heatmap of ``weights`` (target x source): rows are output tokens, columns input tokens."""
     plt = _pyplot()
-    path = Path(path)
-    if path.suffix.lower() not in (".png", ".svg"):
-        from attnmt.errors import AttnmtError
-
-        raise AttnmtError(f"{path}: the heatmap must be a .png or .svg file")
+    path = _image_path(path)
     width = max(4.0, 0.45 * len(source_tokens) + 2.5)
     height = max(3.0, 0.4 * len(target_tokens) + 1.8)
     figure, axes = plt.subplots(figsize=(width, height))
@@ -50,7 +57,7 @@ def plot_attention(
 def plot_bleu_by_length(series: dict[str, list[dict[str, Any]]], path: str | Path, title: str) -> Path:
     """BLEU per source-length bucket, one line per model (Bahdanau et al. 2014, Fig. 2)."""
     plt = _pyplot()
-    path = Path(path)
+    path = _image_path(path)
     figure, axes = plt.subplots(figsize=(6.5, 4.0))
     for name, rows in series.items():
         labels = [f"{r['min_words']}-{r['max_words']}" if r["max_words"] < 1000 else f"{r['min_words']}+" for r in rows]

@@ -59,10 +59,6 @@ def _force_eos(log_probs: torch.Tensor, at_limit: torch.Tensor) -> torch.Tensor:
     return torch.where(at_limit.unsqueeze(1), forced, log_probs)
 
 
-def _weights(details_attention: object) -> torch.Tensor | None:
-    return None if details_attention is None else details_attention.weights  # type: ignore[attr-defined]
-
-
 @torch.no_grad()
 def greedy_search(
     model: Seq2Seq,
@@ -87,7 +83,7 @@ def greedy_search(
         step_scores, prev = log_probs.max(dim=-1)  # (B',)
         scores = scores + step_scores
         tokens = torch.cat([tokens, prev.unsqueeze(1)], dim=1)
-        weights = _weights(details.attention)
+        weights = details.attention.weights if details.attention is not None else None
         if attention is not None and weights is not None:
             attention = torch.cat([attention, weights.float()], dim=1)
         finished = prev == EOS_ID
@@ -151,7 +147,7 @@ def beam_search(
         candidates = (beam_scores.view(-1, 1) + log_probs).view(-1, beam * vocab)  # (B', K*V)
         top_scores, top_ids = candidates.topk(2 * beam, dim=1)  # (B', 2K)
         from_beam, token = top_ids // vocab, top_ids % vocab
-        weights = _weights(details.attention)
+        weights = details.attention.weights if details.attention is not None else None
         if attention is not None and weights is not None:
             attention = torch.cat([attention, weights.float()], dim=1)
         # Finish hypotheses that end in </s> among the K best candidates.

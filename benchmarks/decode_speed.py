@@ -1,0 +1,60 @@
+"""Decoding throughput and BLEU of a trained model on Multi30k test2016.
+
+    python benchmarks/decode_speed.py --model runs/quickstart [--beams 1 5] [--threads 2]
+
+Times ``Translator.translate`` on the 1,000 test sentences (model already loaded;
+batches of 64 sentences sorted by length) and prints one JSON line per beam size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import torch  # noqa: E402
+
+from attnmt import Translator  # noqa: E402
+from attnmt.data import read_parallel  # noqa: E402
+from attnmt.metrics import corpus_scores  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    translator = Translator.load(args.model)
+    pairs = read_parallel("bundled:multi30k/test_2016_flickr.en.gz", "bundled:multi30k/test_2016_flickr.de.gz")
+    sources, references = [p[0] for p in pairs], [p[1] for p in pairs]
+    translator.translate(sources[:64], beam=1)  # warm-up
+    for beam in args.beams:
+        started = time.perf_counter()
+        hypotheses = translator.translate(sources, beam=beam, batch_size=args.batch_size)
+        seconds = time.perf_counter() - started
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "beam": beam,
+                    "sentences": len(sources),
+                    "seconds": round(seconds, 2),
+                    "sentences_per_s": round(len(sources) / seconds, 1),
+                    "bleu": corpus_scores(hypotheses, references)["bleu"],
+                    "threads": args.threads,
+                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                }
+            ),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
