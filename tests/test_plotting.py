@@ -29,14 +29,16 @@ def test_heatmap_png_and_svg(tmp_path: Path) -> None:
 
 def test_bleu_by_length_plot(tmp_path: Path) -> None:
     rows = [
-        {"min_words": 1, "max_words": 10, "sentences": 5, "bleu": 30.0},
-        {"min_words": 11, "max_words": 1000, "sentences": 5, "bleu": 20.0},
+        {"min_words": 1, "max_words": 10, "sentences": 50, "bleu": 30.0},
+        {"min_words": 11, "max_words": 1000, "sentences": 50, "bleu": 20.0},
+        {"min_words": 1001, "max_words": 2000, "sentences": 2, "bleu": 99.0},
     ]
     svg = plot_bleu_by_length(
         {"attention": rows, "none": [{**r, "bleu": r["bleu"] / 2} for r in rows]}, tmp_path / "b.svg", "BLEU by length"
     )
     text = svg.read_text(encoding="utf-8")
     assert "attention" in text and "none" in text and "11+" in text
+    assert "1001+" not in text  # two sentences are no basis for a BLEU score
 
 
 def test_plot_command_and_file(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -178,6 +178,8 @@ def format_text(explanation: dict[str, Any], full: bool = False) -> str:
         + f"; decoding: {explanation['mode']}",
         f"translation: {explanation['translation']}",
     ]
+    if "reference" in explanation:
+        lines.append(f"log P(reference | source) = {explanation['reference_log_prob']:.3f}")
     if explanation["scoring"] == "none":
         lines += ["", f"note: {explanation['note']}"]
     source_width = max(len(t) for t in explanation["source_tokens"]) + 2
@@ -196,7 +198,8 @@ def format_text(explanation: dict[str, Any], full: bool = False) -> str:
         top = ", ".join(f"{c['token']} {c['prob'] * 100:.1f}%" for c in step["top_k"])
         lines.append(f"  next word, top {len(step['top_k'])}: {top}")
         forced = "  [forced: maximum output length reached]" if step.get("forced_eos_at_max_length") else ""
-        lines.append(f"  chosen: {step['chosen']} ({step['chosen_prob'] * 100:.1f}%){forced}")
+        label = "reference word" if explanation["mode"] == "reference" else "chosen"
+        lines.append(f"  {label}: {step['chosen']} ({step['chosen_prob'] * 100:.1f}%){forced}")
     summary = alignment(explanation)
     if summary:
         lines += ["", "alignment (each output token -> the source token it attended to most):"]

@@ -7,7 +7,17 @@ from typing import Any
 import sacrebleu
 
 #: Source-length buckets (in words) for BLEU by sentence length, Bahdanau et al. Fig. 2 style.
-LENGTH_BUCKETS: list[tuple[int, int]] = [(1, 10), (11, 15), (16, 20), (21, 30), (31, 1000)]
+LENGTH_BUCKETS: list[tuple[int, int]] = [
+    (1, 5),
+    (6, 10),
+    (11, 15),
+    (16, 20),
+    (21, 25),
+    (26, 30),
+    (31, 40),
+    (41, 50),
+    (51, 10_000),
+]
 
 
 def corpus_scores(hypotheses: list[str], references: list[str]) -> dict[str, Any]:

@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 
+#: Length buckets with fewer sentences are left out of BLEU-by-length plots (their BLEU is noise).
+MIN_BUCKET_SENTENCES = 10
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -55,11 +59,15 @@ def plot_attention(
 
 
 def plot_bleu_by_length(series: dict[str, list[dict[str, Any]]], path: str | Path, title: str) -> Path:
-    """BLEU per source-length bucket, one line per model (Bahdanau et al. 2014, Fig. 2)."""
+    """BLEU per source-length bucket, one line per model (Bahdanau et al. 2014, Fig. 2).
+
+    Buckets with fewer than ``MIN_BUCKET_SENTENCES`` sentences are not drawn.
+    """
     plt = _pyplot()
     path = _image_path(path)
     figure, axes = plt.subplots(figsize=(6.5, 4.0))
     for name, rows in series.items():
+        rows = [r for r in rows if r["sentences"] >= MIN_BUCKET_SENTENCES]
         labels = [f"{r['min_words']}-{r['max_words']}" if r["max_words"] < 1000 else f"{r['min_words']}+" for r in rows]
         axes.plot(labels, [r["bleu"] for r in rows], marker="o", label=name)
     axes.set_xlabel("source sentence length (words)")
