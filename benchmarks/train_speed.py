@@ -23,9 +23,10 @@ import torch  # noqa: E402
 
 from attnmt.config import load_config  # noqa: E402
 from attnmt.data import filter_pairs, make_batch, read_parallel, token_batches  # noqa: E402
+from attnmt.device import choose_precision  # noqa: E402
 from attnmt.model import Seq2Seq  # noqa: E402
 from attnmt.tokenizer import Tokenizer  # noqa: E402
-from attnmt.train import choose_precision, sequence_loss  # noqa: E402
+from attnmt.train import sequence_loss  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 

@@ -105,7 +105,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
         records = translator.attention_records(lines, beam=beam)
         with open(args.attention, "w", encoding="utf-8") as stream:
             for line_number, record in enumerate(records, start=1):
-                row = {"line": line_number, "source": lines[line_number - 1], "scoring": translator.attention_name}
+                row = {
+                    "line": line_number,
+                    "model": Path(args.model).name,
+                    "scoring": translator.attention_name,
+                    "source": lines[line_number - 1],
+                }
                 stream.write(json.dumps({**row, **record.to_dict()}, ensure_ascii=False) + "\n")
     return 0
 

@@ -193,7 +193,7 @@ def format_text(explanation: dict[str, Any], full: bool = False) -> str:
             lines.append(f"  {'source token':<{source_width}} {explanation['scoring'] + ' score':>14}  weight")
             for token, score, weight in zip(explanation["source_tokens"], step["scores"], step["weights"]):
                 bar = "█" * round(weight * 20)
-                lines.append(f"  {token:<{source_width}} {score:>14.3f}  {weight * 100:5.1f}% {bar}")
+                lines.append(f"  {token:<{source_width}} {score:>14.3f}  {weight * 100:5.1f}% {bar}".rstrip())
             lines.append(f"  attention values (context) {_vector(step['context'], full)}")
         top = ", ".join(f"{c['token']} {c['prob'] * 100:.1f}%" for c in step["top_k"])
         lines.append(f"  next word, top {len(step['top_k'])}: {top}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 #: Length buckets with fewer sentences are left out of BLEU-by-length plots (their BLEU is noise).
 MIN_BUCKET_SENTENCES = 10
 
@@ -109,6 +108,6 @@ def plot_attention_file(path: str | Path, out_dir: Path, image_format: str = "pn
             ) from None
         if not weights:
             continue
-        title = f"line {row.get('line', number)}: {row.get('scoring', '')} attention"
+        title = f"{row.get('model', path.stem)}, line {row.get('line', number)}: {row.get('scoring', '?')} attention"
         written.append(plot_attention(source, target, weights, out_dir / f"line-{number:04d}.{image_format}", title))
     return written

@@ -27,36 +27,13 @@ import torch
 from attnmt import checkpoint
 from attnmt.config import Config, config_from_dict, read_yaml, save_config
 from attnmt.data import Batch, EncodedCorpus, filter_pairs, make_batch, read_parallel, token_batches
+from attnmt.device import choose_precision, pick_device
 from attnmt.errors import ConfigError
 from attnmt.loss import label_smoothed_nll
 from attnmt.metrics import corpus_scores
 from attnmt.model import PAD_ID, Seq2Seq
 from attnmt.tokenizer import Tokenizer
-from attnmt.translator import pick_device, search_hypotheses
-
-
-def cpu_supports_bf16() -> bool:
-    """True if this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX).
-
-    Without them torch's bf16 matmuls are emulated and hundreds of times slower
-    than fp32 (measured: 0.34 vs 150 GFLOP/s on an AVX2-only EPYC).
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def choose_precision(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for training (None = plain fp32)."""
-    if setting == "fp32":
-        return None
-    if setting == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_supports_bf16() else None
+from attnmt.translator import search_hypotheses
 
 
 def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float) -> torch.Tensor:

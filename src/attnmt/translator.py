@@ -20,19 +20,11 @@ import torch
 from attnmt import checkpoint
 from attnmt.config import Config, config_from_dict
 from attnmt.data import pad
+from attnmt.device import pick_device
 from attnmt.errors import ModelDirError
 from attnmt.model import Seq2Seq
 from attnmt.search import Hypothesis, beam_search, greedy_search, max_output_lengths
 from attnmt.tokenizer import Tokenizer
-
-
-def pick_device(setting: str = "auto") -> torch.device:
-    """CUDA when asked for or (with "auto") when present, else the CPU."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ModelDirError("device cuda was asked for, but torch sees no CUDA device")
-    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def build_model(payload: dict[str, Any], config: Config) -> Seq2Seq:
