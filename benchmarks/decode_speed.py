@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import time
 
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+import torch
 
-import torch  # noqa: E402
-
-from attnmt import Translator  # noqa: E402
-from attnmt.data import read_parallel  # noqa: E402
-from attnmt.metrics import corpus_scores  # noqa: E402
+from attnmt import Translator
+from attnmt.data import read_parallel
+from attnmt.metrics import corpus_scores
 
 
 def main() -> None:

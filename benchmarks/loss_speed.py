@@ -1,67 +1,71 @@
-"""The vocabulary projection plus loss of one training step: torch's cross-entropy vs attnmt's.
+"""Training-step throughput with torch's cross-entropy vs attnmt's in-place loss.
 
-    python benchmarks/loss_speed.py [--tokens 2000] [--vocab 8000] [--threads 2]
+    python benchmarks/loss_speed.py [--steps 60] [--threads 2]
 
-Forward and backward of logits = h W and the label-smoothed loss, for N target
-tokens and a V-word vocabulary, with and without huge-page allocations
-(THP_MEM_ALLOC_ENABLE, which must be set before torch starts, so each setting
-runs in its own process).
+Whole training steps (forward, loss, backward, Adam) of the quickstart model on
+real Multi30k batches, the two losses alternating step by step in one process, so
+that the machine's drift and noise hit both alike. Prints target tokens/s of each.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
+import tempfile
+import time
+from pathlib import Path
 
-CHILD = r"""
-import json, sys, time, torch
+import torch
 from torch.nn import functional as F
+
+from attnmt.config import load_config
+from attnmt.data import filter_pairs, make_batch, read_parallel, token_batches
 from attnmt.loss import label_smoothed_nll
-tokens, vocab, threads = map(int, sys.argv[1:4])
-torch.set_num_threads(threads)
-torch.manual_seed(0)
-h = torch.randn(tokens, 512)
-weight = torch.randn(512, vocab, requires_grad=True)
-target = torch.randint(1, vocab, (tokens,))
-def torch_loss():
-    F.cross_entropy(h @ weight, target, ignore_index=0, label_smoothing=0.1, reduction="sum").backward()
-def attnmt_loss():
-    label_smoothed_nll(h @ weight, target, 0.1, 0).backward()
-result = {}
-for name, fn in (("torch_cross_entropy_ms", torch_loss), ("attnmt_label_smoothed_nll_ms", attnmt_loss)):
-    for _ in range(3):
-        fn()
-    start = time.perf_counter()
-    for _ in range(20):
-        fn()
-    result[name] = round((time.perf_counter() - start) / 20 * 1000, 1)
-print(json.dumps(result))
-"""
+from attnmt.model import PAD_ID, Seq2Seq
+from attnmt.tokenizer import Tokenizer
+
+ROOT = Path(__file__).parent.parent
+
+
+def torch_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float) -> torch.Tensor:
+    flat = logits.reshape(-1, logits.size(-1)).float()
+    return F.cross_entropy(flat, target.reshape(-1), ignore_index=PAD_ID, label_smoothing=epsilon, reduction="sum")
+
+
+def attnmt_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float) -> torch.Tensor:
+    return label_smoothed_nll(logits.reshape(-1, logits.size(-1)), target.reshape(-1), epsilon, PAD_ID)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=int, default=2000)
-    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    for huge_pages in ("0", "1"):
-        env = {**os.environ, "THP_MEM_ALLOC_ENABLE": huge_pages}
-        output = subprocess.run(
-            [sys.executable, "-c", CHILD, str(args.tokens), str(args.vocab), str(args.threads)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        print(
-            json.dumps(
-                {"tokens": args.tokens, "vocab": args.vocab, "huge_pages": huge_pages == "1", **json.loads(output)}
-            )
-        )
+    torch.set_num_threads(args.threads)
+    config = load_config(ROOT / "configs" / "quickstart.yaml")
+    pairs = read_parallel(config.data.train_src, config.data.train_tgt)[:8000]
+    with tempfile.TemporaryDirectory() as directory:
+        tokenizer = Tokenizer.train(pairs, Path(directory), config.data.vocab_size, "bpe", True)
+    corpus = filter_pairs(tokenizer.encode_src([p[0] for p in pairs]), tokenizer.encode_tgt([p[1] for p in pairs]), 100)
+    torch.manual_seed(0)
+    model = Seq2Seq.from_config(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, 100)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.training.lr)
+    losses = {"torch_cross_entropy": torch_loss, "attnmt_label_smoothed_nll": attnmt_loss}
+    totals = {name: [0.0, 0] for name in losses}
+    batches = token_batches(corpus, config.training.batch_tokens, seed=1, epoch=0)
+    for index, indices in enumerate(batches[: args.steps + 4]):
+        name = list(losses)[index % 2]
+        batch = make_batch([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices])
+        started = time.perf_counter()
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+        loss = losses[name](logits, batch.tgt_out, config.training.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        (loss / batch.target_tokens).backward()
+        optimizer.step()
+        if index >= 4:  # warm-up
+            totals[name][0] += time.perf_counter() - started
+            totals[name][1] += batch.target_tokens
+    print(json.dumps({f"{name}_tgt_tokens_per_s": round(n / s, 1) for name, (s, n) in totals.items()}))
 
 
 if __name__ == "__main__":

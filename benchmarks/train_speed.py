@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+import torch
 
-import torch  # noqa: E402
-
-from attnmt.config import load_config  # noqa: E402
-from attnmt.data import filter_pairs, make_batch, read_parallel, token_batches  # noqa: E402
-from attnmt.device import choose_precision  # noqa: E402
-from attnmt.model import Seq2Seq  # noqa: E402
-from attnmt.tokenizer import Tokenizer  # noqa: E402
-from attnmt.train import sequence_loss  # noqa: E402
+from attnmt.config import load_config
+from attnmt.data import filter_pairs, make_batch, read_parallel, token_batches
+from attnmt.device import choose_precision
+from attnmt.model import Seq2Seq
+from attnmt.tokenizer import Tokenizer
+from attnmt.train import sequence_loss
 
 ROOT = Path(__file__).parent.parent
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 import random
 from pathlib import Path
 

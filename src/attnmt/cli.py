@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -295,10 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Large CPU tensors (the N x V logits) on transparent huge pages: without this,
-    # page faults on every fresh 64 MB allocation make training ~20% slower
-    # (benchmarks/train_speed.py). Must be set before torch allocates.
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -11,8 +11,9 @@ outputs at real positions cannot see the padding, and its final hidden state is
 its output at the last real position. The backward direction reads each sentence
 reversed *within its own length* (Bahdanau sec. 3.2), so it too meets padding only
 after the real tokens. This keeps every RNN call a plain full-sequence call, which
-torch runs with its fast fused kernels (packed sequences fall back to a slow path
-on the CPU: measured 2x slower for the encoder).
+torch runs with its fused oneDNN kernels; packed sequences fall back to one small
+matrix product per time step on the CPU (measured here: a quickstart training
+step took about 1.0 s with a packed encoder and 0.75 s with this one).
 
 With ``bidirectional`` each direction has hidden_size // 2 units and the two are
 concatenated, so outputs always have ``hidden_size`` features. The decoder starts
