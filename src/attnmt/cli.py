@@ -88,29 +88,38 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from attnmt.translator import Translator
 
     _set_threads(args.threads)
-    if args.nbest > (args.beam or 1) and args.nbest > 1:
-        raise AttnmtError(f"--nbest {args.nbest} needs --beam of at least {args.nbest}")
     translator = Translator.load(args.model, device=args.device)
-    lines = _read_input(args.input)
     beam = args.beam or translator.config.decoding.beam
+    if args.nbest > beam:
+        raise AttnmtError(f"--nbest {args.nbest} needs --beam of at least {args.nbest} (the beam is {beam})")
+    lines = _read_input(args.input)
     if args.nbest > 1:
         outputs: list[str] = []
         for number, hyps in enumerate(translator.translate_nbest(lines, beam=beam, nbest=args.nbest)):
             outputs.extend(f"{number} ||| {text} ||| {score:.4f}" for text, score in hyps)
         _write_output(args.output, outputs)
-    else:
+    if args.attention:  # one search gives both the translations and their weights
+        records = translator.attention_records(lines, beam=beam, batch_size=args.batch_size)
+        rows = [
+            {
+                "line": number,
+                "model": Path(args.model).name,
+                "scoring": translator.attention_name,
+                "source": source,
+                **record.to_dict(),
+            }
+            for number, (source, record) in enumerate(zip(lines, records), start=1)
+        ]
+        try:
+            Path(args.attention).write_text(
+                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
+            )
+        except OSError as error:
+            raise AttnmtError(f"{args.attention}: cannot write ({error.strerror})") from None
+        if args.nbest == 1:
+            _write_output(args.output, [record.translation for record in records])
+    elif args.nbest == 1:
         _write_output(args.output, translator.translate(lines, beam=beam, batch_size=args.batch_size))
-    if args.attention:
-        records = translator.attention_records(lines, beam=beam)
-        with open(args.attention, "w", encoding="utf-8") as stream:
-            for line_number, record in enumerate(records, start=1):
-                row = {
-                    "line": line_number,
-                    "model": Path(args.model).name,
-                    "scoring": translator.attention_name,
-                    "source": lines[line_number - 1],
-                }
-                stream.write(json.dumps({**row, **record.to_dict()}, ensure_ascii=False) + "\n")
     return 0
 
 

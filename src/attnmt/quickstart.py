@@ -56,11 +56,11 @@ def quickstart(out: Path, minutes: float) -> dict[str, object]:
     }
     (out / "test2016.hyp.de").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     (out / "test2016_eval.json").write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
-    record = translator.translate_with_attention(EXAMPLES[0], beam=config.decoding.beam)
+    records = translator.attention_records(EXAMPLES, beam=config.decoding.beam)
     heatmap = plot_attention(
-        record["source_tokens"],
-        record["target_tokens"],
-        record["weights"],
+        records[0].source_tokens,
+        records[0].target_tokens,
+        records[0].weights,
         out / "attention.png",
         f"attnmt quickstart: {translator.attention_name} attention, beam {config.decoding.beam}",
     )
@@ -68,8 +68,8 @@ def quickstart(out: Path, minutes: float) -> dict[str, object]:
     print(f"test2016 BLEU {scores['bleu']:.2f}  chrF {scores['chrf']:.2f}  (beam {config.decoding.beam}, sacreBLEU)")
     print(f"  {scores['signature']}")
     print()
-    for source, translation in zip(EXAMPLES, translator.translate(EXAMPLES, beam=config.decoding.beam)):
-        print(f"  {source}\n    -> {translation}")
+    for source, record in zip(EXAMPLES, records):
+        print(f"  {source}\n    -> {record.translation}")
     print()
     print(f"model and checkpoints   {out}/ (best.pt, last.pt, config.yaml, spm.joint.model)")
     print(f"training log            {out}/train_log.jsonl")

@@ -153,10 +153,13 @@ class Translator:
             for hyps in self.hypotheses(texts, beam=beam, nbest=nbest)
         ]
 
-    def attention_records(self, texts: list[str], beam: int | None = None) -> list[AttentionRecord]:
+    def attention_records(
+        self, texts: list[str], beam: int | None = None, batch_size: int | None = None
+    ) -> list[AttentionRecord]:
         """Translations with their attention weights (empty weights without attention)."""
         records = []
-        for text, hyps in zip(texts, self.hypotheses(texts, beam=beam, record_attention=True)):
+        hypotheses = self.hypotheses(texts, beam=beam, batch_size=batch_size, record_attention=True)
+        for text, hyps in zip(texts, hypotheses):
             if not hyps:
                 records.append(AttentionRecord([], [], [], ""))
                 continue
