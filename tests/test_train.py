@@ -73,3 +73,24 @@ def test_resume_refuses_a_different_model(tmp_path: Path) -> None:
     raw["model"]["attention"] = "dot"
     with pytest.raises(ConfigError, match="model.attention: .* was trained with 'general'"):
         train(config_from_dict(raw), tmp_path / "run", progress=False)
+
+
+def test_early_stopping_stops_when_bleu_does_not_improve(tmp_path: Path) -> None:
+    paths = write_tiny_corpus(tmp_path)
+    raw = tiny_config(paths, max_steps=100, valid_every=5, early_stopping=2, lr=1e-12, log_every=5)
+    result = train(config_from_dict(raw), tmp_path / "run", progress=False)
+    assert "early stopping after 2 validations" in result.stopped_because
+    assert result.steps == 15  # validation 1 sets the best, 2 and 3 do not beat it
+    again = train(config_from_dict(raw), tmp_path / "run", progress=False)  # a finished run stays finished
+    assert again.steps == 15
+
+
+def test_warmup_decay_schedule(tmp_path: Path) -> None:
+    paths = write_tiny_corpus(tmp_path)
+    raw = tiny_config(paths, max_steps=30, scheduler="warmup_decay", warmup_steps=20, lr=0.01, log_every=5)
+    train(config_from_dict(raw), tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    lr = {r["step"]: r["lr"] for r in rows if "valid_loss" not in r}
+    assert lr[5] < lr[10] < lr[15] < lr[20]  # linear warmup
+    assert lr[20] == pytest.approx(0.01, rel=0.06)
+    assert lr[30] < lr[20]  # then 1/sqrt decay
