@@ -74,6 +74,7 @@ def test_attention_rows_cover_every_output_step(trained_reverser: Seq2Seq) -> No
         assert torch.allclose(attention.sum(-1), torch.ones(attention.size(0)), atol=1e-5)
 
 
+@torch.no_grad()
 def _sequence_log_prob(model: Seq2Seq, source: list[int], tokens: list[int]) -> float:
     src, lengths = pad([source])
     memory, state = model.encode(src, lengths)
