@@ -186,9 +186,8 @@ class LuongDecoder(Decoder):
     def initial_state(self, encoder_final: RNNState) -> DecoderState:
         if not self.input_feeding:
             return DecoderState(encoder_final)
-        batch = _top_hidden(encoder_final).size(0)
-        reference = _top_hidden(encoder_final)
-        return DecoderState(encoder_final, reference.new_zeros(batch, self.hidden_size))
+        top = _top_hidden(encoder_final)  # (B, H)
+        return DecoderState(encoder_final, top.new_zeros(top.size(0), self.hidden_size))  # h~_0 = 0
 
     def _attentional_hidden(self, rnn_outputs: torch.Tensor, memory: EncoderMemory) -> DecoderOutput:
         """Attention with the RNN outputs (B, T, H) as queries, then h~ = tanh(W_c [c; h])."""
