@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from attnmt.errors import AttnmtError
 
@@ -125,7 +123,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from attnmt.data import read_parallel
-    from attnmt.metrics import bleu_by_length, corpus_scores
+    from attnmt.metrics import bleu_by_length, evaluate
     from attnmt.translator import Translator
 
     _set_threads(args.threads)
@@ -140,16 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for model_dir in args.model:
         translator = Translator.load(model_dir, device=args.device)
         beam = args.beam or translator.config.decoding.beam
-        started = time.perf_counter()
-        hypotheses = translator.translate(sources, beam=beam, batch_size=args.batch_size)
-        seconds = time.perf_counter() - started
-        result: dict[str, Any] = {
-            **corpus_scores(hypotheses, references),
-            "beam": beam,
-            "sentences": len(pairs),
-            "seconds": round(seconds, 2),
-            "sentences_per_s": round(len(pairs) / seconds, 1),
-        }
+        hypotheses, result = evaluate(translator, sources, references, beam, args.batch_size)
         if len(args.model) > 1:
             result = {"model": model_dir, "attention": translator.attention_name, **result}
         if args.by_length:

@@ -25,8 +25,8 @@ import torch
 from attnmt.data import pad
 from attnmt.decoder import EncoderMemory
 from attnmt.model import BOS_ID, EOS_ID, Seq2Seq
-from attnmt.search import beam_search, max_output_lengths
-from attnmt.translator import Translator
+from attnmt.search import max_output_lengths
+from attnmt.translator import Translator, search_hypotheses
 
 NO_ATTENTION_NOTE = (
     "this model has no attention (attention: none): the decoder sees the source only through the "
@@ -38,16 +38,12 @@ def _floats(tensor: torch.Tensor) -> list[float]:
     return [float(x) for x in tensor.reshape(-1).tolist()]
 
 
-def _forced_tokens(
-    translator: Translator, src: torch.Tensor, lengths: torch.Tensor, reference: str | None, beam: int
-) -> list[int] | None:
+def _forced_tokens(translator: Translator, src_ids: list[int], reference: str | None, beam: int) -> list[int] | None:
     """The target to replay: the reference, the best beam hypothesis, or None for greedy."""
     if reference is not None:
         return translator.tokenizer.encode_tgt([reference])[0] + [EOS_ID]
     if beam > 1:
-        config = translator.config.decoding
-        limits = max_output_lengths(lengths, config.max_length_ratio, config.max_length_extra)
-        best = beam_search(translator.model, src, lengths, limits, beam, config.length_penalty)[0][0]
+        best = search_hypotheses(translator.model, [src_ids], translator.config, translator.device, beam)[0][0]
         return best.tokens + [EOS_ID]
     return None
 
@@ -121,10 +117,11 @@ def explain(
     """Every number of every decoding step of ``sentence`` (the JSON of ``attnmt explain``)."""
     tokenizer = translator.tokenizer
     src_ids = tokenizer.encode_src([sentence.strip()])[0]
-    src, lengths = pad([src_ids])
-    forced = _forced_tokens(translator, src.to(translator.device), lengths.to(translator.device), reference, beam)
+    forced = _forced_tokens(translator, src_ids, reference, beam)
     decoding = translator.config.decoding
-    limit = int(max_output_lengths(lengths, decoding.max_length_ratio, decoding.max_length_extra)[0])
+    limit = int(
+        max_output_lengths(torch.tensor([len(src_ids)]), decoding.max_length_ratio, decoding.max_length_extra)[0]
+    )
     memory, steps, output_ids = trace(
         translator.model, src_ids, tokenizer.tgt.id_to_piece, forced, limit, top_k, translator.device
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from attnmt.config import load_config
 from attnmt.data import read_parallel
-from attnmt.metrics import corpus_scores
+from attnmt.metrics import evaluate
 from attnmt.plotting import plot_attention
 from attnmt.train import train
 from attnmt.translator import Translator
@@ -39,17 +39,10 @@ def quickstart(out: Path, minutes: float) -> dict[str, object]:
     result = train(config, out, max_minutes=minutes)
     translator = Translator.load(out)
     pairs = read_parallel(config.data.test_src, config.data.test_tgt)
-    decode_start = time.monotonic()
-    hypotheses = translator.translate([p[0] for p in pairs], beam=config.decoding.beam)
-    decode_seconds = time.monotonic() - decode_start
-    scores = corpus_scores(hypotheses, [p[1] for p in pairs])
+    hypotheses, scores = evaluate(translator, [p[0] for p in pairs], [p[1] for p in pairs], config.decoding.beam)
     evaluation = {
         "test_set": "multi30k test_2016_flickr en-de",
         **scores,
-        "beam": config.decoding.beam,
-        "sentences": len(pairs),
-        "seconds": round(decode_seconds, 2),
-        "sentences_per_s": round(len(pairs) / decode_seconds, 1),
         "train_steps": result.steps,
         "train_tgt_tokens_per_s": round(result.target_tokens_per_s, 1),
         "wall_minutes": round((time.monotonic() - started) / 60, 2),
