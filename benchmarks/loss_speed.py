@@ -21,8 +21,9 @@ from torch.nn import functional as F
 from attnmt.config import load_config
 from attnmt.data import filter_pairs, make_batch, read_parallel, token_batches
 from attnmt.loss import label_smoothed_nll
-from attnmt.model import PAD_ID, Seq2Seq
+from attnmt.model import Seq2Seq
 from attnmt.tokenizer import Tokenizer
+from attnmt.vocab import PAD_ID
 
 ROOT = Path(__file__).parent.parent
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from attnmt.config import config_from_dict
-from attnmt.model import EOS_ID, Seq2Seq
+from attnmt.model import Seq2Seq
+from attnmt.vocab import EOS_ID
 
 #: Small models train fastest on one thread (no OpenMP hand-offs for tiny matmuls).
 torch.set_num_threads(1)

@@ -9,7 +9,7 @@ import pytest
 
 from attnmt.data import filter_pairs, make_batch, read_lines, read_parallel, token_batches
 from attnmt.errors import DataError
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID
+from attnmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 
 def _write(path: Path, text: str | bytes) -> str:

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from attnmt.data import pad
-from attnmt.model import BOS_ID, EOS_ID, Seq2Seq
+from attnmt.model import Seq2Seq
 from attnmt.search import beam_search, greedy_search, length_penalty, max_output_lengths
+from attnmt.vocab import BOS_ID, EOS_ID
 from conftest import reversal_pairs, toy_model
 
 

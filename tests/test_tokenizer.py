@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from attnmt.model import EOS_ID, UNK_ID
 from attnmt.tokenizer import Tokenizer
+from attnmt.vocab import EOS_ID, UNK_ID
 
 PAIRS = [("the cat sits on the mat", "die Katze sitzt auf der Matte"), ("a dog runs", "ein Hund rennt")] * 50
 

@@ -22,7 +22,7 @@ import torch
 
 from attnmt.config import BUNDLED_PREFIX
 from attnmt.errors import DataError
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID
+from attnmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 
 def resolve_path(path: str) -> Path:

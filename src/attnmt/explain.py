@@ -24,9 +24,10 @@ import torch
 
 from attnmt.data import pad
 from attnmt.decoder import EncoderMemory
-from attnmt.model import BOS_ID, EOS_ID, Seq2Seq
+from attnmt.model import Seq2Seq
 from attnmt.search import max_output_lengths
 from attnmt.translator import Translator, search_hypotheses
+from attnmt.vocab import BOS_ID, EOS_ID
 
 NO_ATTENTION_NOTE = (
     "this model has no attention (attention: none): the decoder sees the source only through the "

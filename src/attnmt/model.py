@@ -26,9 +26,7 @@ from attnmt.attention import build_attention
 from attnmt.config import ModelConfig
 from attnmt.decoder import BahdanauDecoder, Decoder, DecoderOutput, DecoderState, EncoderMemory, LuongDecoder
 from attnmt.encoder import Encoder
-
-#: Special token ids, the same in every sentencepiece model attnmt trains.
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+from attnmt.vocab import PAD_ID
 
 
 class Seq2Seq(nn.Module):

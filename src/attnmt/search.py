@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from attnmt.model import BOS_ID, EOS_ID, Seq2Seq
+from attnmt.model import Seq2Seq
+from attnmt.vocab import BOS_ID, EOS_ID
 
 
 @dataclass

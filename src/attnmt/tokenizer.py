@@ -3,7 +3,7 @@
 One model for both languages (``joint_vocab``) or one per side. Byte fallback
 makes any Unicode text representable: a character never seen in training becomes
 its UTF-8 bytes instead of <unk>. Ids 0-3 are <pad>, <unk>, <s>, </s> in every
-model (see ``model.PAD_ID`` and friends).
+model (see ``vocab.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import sentencepiece as spm
 
 from attnmt.errors import ModelDirError
-from attnmt.model import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from attnmt.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 SRC_MODEL, TGT_MODEL, JOINT_MODEL = "spm.src.model", "spm.tgt.model", "spm.joint.model"
 

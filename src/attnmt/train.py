@@ -31,9 +31,10 @@ from attnmt.device import choose_precision, pick_device
 from attnmt.errors import ConfigError
 from attnmt.loss import label_smoothed_nll
 from attnmt.metrics import corpus_scores
-from attnmt.model import PAD_ID, Seq2Seq
+from attnmt.model import Seq2Seq
 from attnmt.tokenizer import Tokenizer
 from attnmt.translator import search_hypotheses
+from attnmt.vocab import PAD_ID
 
 
 def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float) -> torch.Tensor:
