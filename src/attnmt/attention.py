@@ -62,11 +62,21 @@ def masked_softmax(scores: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.
     return masked, torch.softmax(masked, dim=-1)
 
 
+def _require_equal_sizes(name: str, query_size: int, key_size: int) -> None:
+    if query_size != key_size:
+        raise ValueError(f"{name} attention needs query size == key size, got {query_size} and {key_size}")
+
+
 class Attention(nn.Module):
     """Base class: subclasses define ``score``; softmax and weighted sum are shared."""
 
     #: Name used in configs and in ``attnmt explain``.
     name: str = ""
+
+    @classmethod
+    def from_sizes(cls, query_size: int, key_size: int, max_source_length: int) -> Attention:
+        """Build the scorer for queries of ``query_size`` and keys of ``key_size`` features."""
+        raise NotImplementedError
 
     def project_keys(self, encoder_outputs: torch.Tensor) -> torch.Tensor:
         """Per-batch work on the encoder outputs (B, S, H); identity by default."""
@@ -90,6 +100,11 @@ class DotAttention(Attention):
 
     name = "dot"
 
+    @classmethod
+    def from_sizes(cls, query_size: int, key_size: int, max_source_length: int) -> Attention:
+        _require_equal_sizes(cls.name, query_size, key_size)
+        return cls()
+
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         return torch.bmm(query, keys.transpose(1, 2))  # (B, T, S)
 
@@ -104,6 +119,11 @@ class CosineAttention(Attention):
     """
 
     name = "cosine"
+
+    @classmethod
+    def from_sizes(cls, query_size: int, key_size: int, max_source_length: int) -> Attention:
+        _require_equal_sizes(cls.name, query_size, key_size)
+        return cls()
 
     def __init__(self, initial_scale: float = 10.0) -> None:
         super().__init__()
@@ -125,6 +145,10 @@ class GeneralAttention(Attention):
 
     name = "general"
 
+    @classmethod
+    def from_sizes(cls, query_size: int, key_size: int, max_source_length: int) -> Attention:
+        return cls(query_size, key_size)
+
     def __init__(self, query_size: int, key_size: int) -> None:
         super().__init__()
         self.W_a = nn.Linear(key_size, query_size, bias=False)
@@ -145,6 +169,10 @@ class ConcatAttention(Attention):
     """
 
     name = "concat"
+
+    @classmethod
+    def from_sizes(cls, query_size: int, key_size: int, max_source_length: int) -> Attention:
+        return cls(query_size, key_size, attention_size=query_size)
 
     def __init__(self, query_size: int, key_size: int, attention_size: int) -> None:
         super().__init__()
@@ -168,6 +196,10 @@ class LocationAttention(Attention):
     """
 
     name = "location"
+
+    @classmethod
+    def from_sizes(cls, query_size: int, key_size: int, max_source_length: int) -> Attention:
+        return cls(query_size, max_source_length)
 
     def __init__(self, query_size: int, max_source_length: int) -> None:
         super().__init__()
@@ -196,16 +228,6 @@ def build_attention(name: str, query_size: int, key_size: int, max_source_length
     """The scoring function ``name`` (a key of ``ATTENTION``), or None for "none"."""
     if name == "none":
         return None
-    if name in ("dot", "cosine") and query_size != key_size:
-        raise ValueError(f"{name} attention needs query size == key size, got {query_size} and {key_size}")
-    if name == "dot":
-        return DotAttention()
-    if name == "cosine":
-        return CosineAttention()
-    if name == "general":
-        return GeneralAttention(query_size, key_size)
-    if name == "concat":
-        return ConcatAttention(query_size, key_size, attention_size=query_size)
-    if name == "location":
-        return LocationAttention(query_size, max_source_length)
-    raise ValueError(f"unknown attention {name!r}; choose one of {sorted(ATTENTION) + ['none']}")
+    if name not in ATTENTION:
+        raise ValueError(f"unknown attention {name!r}; choose one of {', '.join([*ATTENTION, 'none'])}")
+    return ATTENTION[name].from_sizes(query_size, key_size, max_source_length)

@@ -17,7 +17,7 @@ search, beam search and ``attnmt explain``:
 With ``attention=None`` either decoder is the plain encoder-decoder the lecture
 starts from: it sees the source only through the encoder's final state.
 
-The vocabulary projection and softmax live in ``model.py``, applied once to the
+The vocabulary projection (``output_layer``) and softmax live in ``model.py``, applied once to the
 outputs of all steps. Dimension letters: B batch, T target steps, S source
 positions, E embedding size, H hidden size, L layers.
 """
@@ -30,7 +30,9 @@ import torch
 from torch import nn
 
 from attnmt.attention import Attention, AttentionOutput
+from attnmt.config import ModelConfig
 from attnmt.encoder import RNN, RNNState
+from attnmt.vocab import PAD_ID
 
 
 def _reorder_rnn_state(state: RNNState, indices: torch.Tensor) -> RNNState:
@@ -72,16 +74,18 @@ class DecoderState:
     """Everything a decoder carries from one step to the next.
 
     ``rnn`` is the recurrent state (L, B, H); ``attentional`` (B, H) is Luong's
-    h~_{t-1} for input feeding (None otherwise).
+    h~_{t-1} for input feeding (None otherwise); ``step`` is the target position t
+    of the next step (0 for the first word), the same for every row.
     """
 
     rnn: RNNState
     attentional: torch.Tensor | None = None
+    step: int = 0
 
     def reorder(self, indices: torch.Tensor) -> DecoderState:
         """Select batch rows (beam search keeps the states of surviving hypotheses)."""
         attentional = None if self.attentional is None else self.attentional.index_select(0, indices)
-        return DecoderState(_reorder_rnn_state(self.rnn, indices), attentional)
+        return DecoderState(_reorder_rnn_state(self.rnn, indices), attentional, self.step)
 
 
 @dataclass
@@ -122,6 +126,11 @@ class Decoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
         self.attention: Attention | None = None
+
+    def prepare_memory(self, encoder_outputs: torch.Tensor, src_mask: torch.Tensor) -> EncoderMemory:
+        """What every step attends to: the values (B, S, H), keys projected once per batch, the mask."""
+        keys = self.attention.project_keys(encoder_outputs) if self.attention is not None else encoder_outputs
+        return EncoderMemory(encoder_outputs, keys, src_mask)
 
     def initial_state(self, encoder_final: RNNState) -> DecoderState:
         """The decoder starts from the encoder's final state (the lecture's context vector)."""
@@ -183,6 +192,21 @@ class LuongDecoder(Decoder):
         # W_c of Luong eq. 5: [c_t; h_t] -> h~_t
         self.W_c = nn.Linear(2 * hidden_size, hidden_size, bias=False) if attention is not None else None
 
+    @classmethod
+    def from_config(cls, config: ModelConfig, vocab_size: int, attention: Attention | None) -> LuongDecoder:
+        """The decoder a ``model:`` config section describes."""
+        return cls(
+            vocab_size,
+            config.embedding_size,
+            config.hidden_size,
+            config.layers,
+            config.rnn,
+            attention,
+            config.input_feeding,
+            config.dropout,
+            PAD_ID,
+        )
+
     def initial_state(self, encoder_final: RNNState) -> DecoderState:
         if not self.input_feeding:
             return DecoderState(encoder_final)
@@ -207,7 +231,7 @@ class LuongDecoder(Decoder):
         rnn_output, rnn_state = self.rnn(rnn_input, state.rnn)  # (B, 1, H)
         output = self._attentional_hidden(rnn_output, memory)
         attentional = output.outputs.squeeze(1) if self.input_feeding else None
-        return output, DecoderState(rnn_state, attentional)
+        return output, DecoderState(rnn_state, attentional, state.step + 1)
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: EncoderMemory) -> DecoderOutput:
         """Teacher forcing. Without input feeding, one RNN call and batched attention."""
@@ -245,6 +269,20 @@ class BahdanauDecoder(Decoder):
         # Deep output (Bahdanau appendix A.2.2, with tanh in place of maxout): [s_t; c_t; E y_{t-1}] -> t_t
         self.W_o = nn.Linear(hidden_size + context_size + embedding_size, hidden_size, bias=False)
 
+    @classmethod
+    def from_config(cls, config: ModelConfig, vocab_size: int, attention: Attention | None) -> BahdanauDecoder:
+        """The decoder a ``model:`` config section describes (``input_feeding`` does not apply)."""
+        return cls(
+            vocab_size,
+            config.embedding_size,
+            config.hidden_size,
+            config.layers,
+            config.rnn,
+            attention,
+            config.dropout,
+            PAD_ID,
+        )
+
     def step_embedded(
         self, embedded: torch.Tensor, state: DecoderState, memory: EncoderMemory
     ) -> tuple[DecoderOutput, DecoderState]:
@@ -255,4 +293,8 @@ class BahdanauDecoder(Decoder):
             rnn_input = torch.cat([embedded, attention.context.to(embedded.dtype)], dim=-1)
         rnn_output, rnn_state = self.rnn(rnn_input, state.rnn)  # s_t: (B, 1, H)
         output = torch.tanh(self.W_o(torch.cat([rnn_output, rnn_input], dim=-1)))  # (B, 1, H)
-        return DecoderOutput(output, attention, query), DecoderState(rnn_state)
+        return DecoderOutput(output, attention, query), DecoderState(rnn_state, step=state.step + 1)
+
+
+#: Decoders by config name (``model.decoder``).
+DECODERS: dict[str, type[LuongDecoder] | type[BahdanauDecoder]] = {"luong": LuongDecoder, "bahdanau": BahdanauDecoder}

@@ -5,11 +5,11 @@ Reading order of the lecture::
     source words -> embedding -> encoder LSTMs          (Encoder.forward)
     decoder LSTMs, one step per output word              (Decoder.step / forward)
     similarity scores -> softmax -> attention values     (attention.py)
-    [attention values; decoder output] -> FC -> softmax  (decoder output layer + ``generator``)
+    [attention values; decoder output] -> FC -> softmax  (decoder W_c / W_o, then ``output_layer``)
     pick the next word, feed it back, stop at <EOS>       (search.py)
 
 ``Seq2Seq.forward`` computes the logits of every target position under teacher
-forcing; the vocabulary projection (``generator``) runs once over all positions.
+forcing; the vocabulary projection (``output_layer``) runs once over all positions.
 ``Seq2Seq.step`` is the single step that greedy search, beam search and
 ``attnmt explain`` share.
 
@@ -24,19 +24,19 @@ from torch import nn
 
 from attnmt.attention import build_attention
 from attnmt.config import ModelConfig
-from attnmt.decoder import BahdanauDecoder, Decoder, DecoderOutput, DecoderState, EncoderMemory, LuongDecoder
+from attnmt.decoder import DECODERS, Decoder, DecoderOutput, DecoderState, EncoderMemory
 from attnmt.encoder import Encoder
 from attnmt.vocab import PAD_ID
 
 
 class Seq2Seq(nn.Module):
-    """Encoder, decoder and the output layer ``generator`` (H -> V logits)."""
+    """Encoder, decoder and ``output_layer``, the fully connected layer to the vocabulary (H -> V logits)."""
 
-    def __init__(self, encoder: Encoder, decoder: Decoder, generator: nn.Linear) -> None:
+    def __init__(self, encoder: Encoder, decoder: Decoder, output_layer: nn.Linear) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
-        self.generator = generator
+        self.output_layer = output_layer
 
     @classmethod
     def from_config(
@@ -54,30 +54,7 @@ class Seq2Seq(nn.Module):
             PAD_ID,
         )
         attention = build_attention(config.attention, config.hidden_size, config.hidden_size, max_source_length)
-        decoder: Decoder
-        if config.decoder == "luong":
-            decoder = LuongDecoder(
-                tgt_vocab_size,
-                config.embedding_size,
-                config.hidden_size,
-                config.layers,
-                config.rnn,
-                attention,
-                config.input_feeding,
-                config.dropout,
-                PAD_ID,
-            )
-        else:
-            decoder = BahdanauDecoder(
-                tgt_vocab_size,
-                config.embedding_size,
-                config.hidden_size,
-                config.layers,
-                config.rnn,
-                attention,
-                config.dropout,
-                PAD_ID,
-            )
+        decoder = DECODERS[config.decoder].from_config(config, tgt_vocab_size, attention)
         model = cls(encoder, decoder, nn.Linear(config.hidden_size, tgt_vocab_size))
         model.initialize(config.init_range)
         return model
@@ -86,7 +63,7 @@ class Seq2Seq(nn.Module):
         """Uniform(-r, r) initialisation of every parameter (OpenNMT's default).
 
         Measured on Multi30k, this is worth about 10 BLEU over Xavier at a
-        20-minute budget (shared/NOTES.md). Padding embeddings stay zero; the
+        20-minute budget. Padding embeddings stay zero; the
         cosine attention's scale keeps its initial value.
         """
         for name, parameter in self.named_parameters():
@@ -101,22 +78,20 @@ class Seq2Seq(nn.Module):
         """Run the encoder and prepare what the decoder needs: memory and initial state."""
         encoder_outputs, final = self.encoder(src, src_lengths)  # (B, S, H)
         src_mask = src != PAD_ID  # (B, S), True on real tokens
-        attention = self.decoder.attention
-        keys = attention.project_keys(encoder_outputs) if attention is not None else encoder_outputs
-        return EncoderMemory(encoder_outputs, keys, src_mask), self.decoder.initial_state(final)
+        return self.decoder.prepare_memory(encoder_outputs, src_mask), self.decoder.initial_state(final)
 
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) for every target position under teacher forcing."""
         memory, state = self.encode(src, src_lengths)
         decoded = self.decoder(tgt_in, state, memory)  # outputs: (B, T, H)
-        return self.generator(decoded.outputs)
+        return self.output_layer(decoded.outputs)
 
     def step(
         self, prev_tokens: torch.Tensor, state: DecoderState, memory: EncoderMemory
     ) -> tuple[torch.Tensor, DecoderState, DecoderOutput]:
         """One decoding step: log-probabilities (B, V) of the next word, new state, details."""
         decoded, state = self.decoder.step(prev_tokens, state, memory)
-        logits = self.generator(decoded.outputs.squeeze(1)).float()  # (B, V)
+        logits = self.output_layer(decoded.outputs.squeeze(1)).float()  # (B, V)
         return torch.log_softmax(logits, dim=-1), state, decoded
 
     @property

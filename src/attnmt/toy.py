@@ -80,7 +80,7 @@ def _explain_sentence(model: Seq2Seq, sentence: str) -> dict[str, Any]:
         step["input_embedding"] = _floats(decoder.embedding.weight[token])
         step["fully_connected_input"] = step["context"] + step["query"]  # [attention values; decoder output]
         step["fully_connected_output"] = step.pop("output")  # tanh(W_c [c; h])
-        step["logits"] = _floats(model.generator(torch.tensor(step["fully_connected_output"])))
+        step["logits"] = _floats(model.output_layer(torch.tensor(step["fully_connected_output"])))
         step["probabilities"] = {word: float(p) for word, p in zip(TARGET_VOCAB, step.pop("probs"))}
     return {
         "scoring": "dot",
@@ -107,8 +107,8 @@ def explain_toy(seed: int = 0) -> dict[str, Any]:
     result["fully_connected_layer"] = {
         "equation": "output = tanh(W_c [attention values; decoder output]); logits = W_out output + b_out",
         "W_c": _matrix(model.decoder.W_c.weight),
-        "W_out": _matrix(model.generator.weight),
-        "b_out": _floats(model.generator.bias),
+        "W_out": _matrix(model.output_layer.weight),
+        "b_out": _floats(model.output_layer.bias),
         "vocabulary": TARGET_VOCAB,
     }
     return result
