@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from attnmt.errors import AttnmtError
+from attnmt import __version__
+from attnmt.errors import AttnmtError, InputError
 
 
 def _positive(text: str) -> int:
@@ -49,16 +52,32 @@ def _read_input(path: str) -> list[str]:
     return read_lines(path)
 
 
+@contextmanager
+def _naming_lines(path: str) -> Iterator[None]:
+    """Report an over-long input text as FILE:LINE (the library names it texts[i])."""
+    try:
+        yield
+    except InputError as error:
+        if error.index is None:
+            raise
+        where = "stdin" if path == "-" else path
+        raise AttnmtError(f"{where}:{error.index + 1}: {error.detail}") from None
+
+
+def _write_text(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise AttnmtError(f"{path}: cannot write output ({error.strerror})") from None
+
+
 def _write_output(path: str, lines: list[str]) -> None:
     text = "".join(line + "\n" for line in lines)
     if path == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        try:
-            Path(path).write_text(text, encoding="utf-8")
-        except OSError as error:
-            raise AttnmtError(f"{path}: cannot write output ({error.strerror})") from None
+        _write_text(path, text)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -87,44 +106,38 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     translator = Translator.load(args.model, device=args.device)
-    beam = args.beam or translator.config.decoding.beam
+    beam = translator.options(beam=args.beam).beam
     if args.nbest > beam:
         raise AttnmtError(f"--nbest {args.nbest} needs --beam of at least {args.nbest} (the beam is {beam})")
     lines = _read_input(args.input)
-    if args.nbest > 1:
-        outputs: list[str] = []
-        for number, hyps in enumerate(translator.translate_nbest(lines, beam=beam, nbest=args.nbest)):
-            outputs.extend(f"{number} ||| {text} ||| {score:.4f}" for text, score in hyps)
-        _write_output(args.output, outputs)
-    if args.attention:  # one search gives both the translations and their weights
-        records = translator.attention_records(lines, beam=beam, batch_size=args.batch_size)
+    with _naming_lines(args.input):
+        results = translator.translations(
+            lines, beam=beam, nbest=args.nbest, batch_size=args.batch_size, attention=bool(args.attention)
+        )
+    if args.attention:
         rows = [
             {
                 "line": number,
                 "model": Path(args.model).name,
                 "scoring": translator.attention_name,
-                "source": source,
-                **record.to_dict(),
+                "source": result.source,
+                **result.attention_record(),
             }
-            for number, (source, record) in enumerate(zip(lines, records), start=1)
+            for number, result in enumerate(results, start=1)
         ]
-        try:
-            Path(args.attention).write_text(
-                "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
-            )
-        except OSError as error:
-            raise AttnmtError(f"{args.attention}: cannot write ({error.strerror})") from None
-        if args.nbest == 1:
-            _write_output(args.output, [record.translation for record in records])
-    elif args.nbest == 1:
-        _write_output(args.output, translator.translate(lines, beam=beam, batch_size=args.batch_size))
+        _write_text(args.attention, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    if args.nbest > 1:
+        nbest = [f"{n} ||| {a.text} ||| {a.score:.4f}" for n, result in enumerate(results) for a in result.nbest]
+        _write_output(args.output, nbest)
+    else:
+        _write_output(args.output, [result.text for result in results])
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from attnmt.data import read_parallel
-    from attnmt.metrics import bleu_by_length, evaluate
-    from attnmt.translator import Translator
+    from attnmt.metrics import bleu_by_length
+    from attnmt.translator import Translator, evaluate
 
     _set_threads(args.threads)
     if args.plot and not args.by_length:
@@ -137,7 +150,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     series = {}
     for model_dir in args.model:
         translator = Translator.load(model_dir, device=args.device)
-        beam = args.beam or translator.config.decoding.beam
+        beam = translator.options(beam=args.beam).beam
         hypotheses, result = evaluate(translator, sources, references, beam, args.batch_size)
         if len(args.model) > 1:
             result = {"model": model_dir, "attention": translator.attention_name, **result}
@@ -168,8 +181,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 0
     if not args.model or args.sentence is None:
         raise AttnmtError("explain needs --model DIR and a sentence (or --toy for the lecture's example)")
-    if not args.sentence.strip():
-        raise AttnmtError("explain needs a non-empty sentence")
     from attnmt.translator import Translator
 
     translator = Translator.load(args.model, device=args.device)
@@ -212,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnmt", description="Attention encoder-decoder machine translation you can see and check."
     )
-    parser.add_argument("--version", action="version", version="attnmt 0.1.0")
+    parser.add_argument("--version", action="version", version=f"attnmt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     quick = commands.add_parser("quickstart", help="train, evaluate and explain on the bundled Multi30k en-de")
@@ -296,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
+    except InputError as error:  # an option out of range: name it as the command line does
+        name = error.field if error.field.startswith("text") else "--" + error.field.replace("_", "-")
+        print(f"attnmt: error: {name}: {error.detail}", file=sys.stderr)
+        return 2
     except AttnmtError as error:
         print(f"attnmt: error: {error}", file=sys.stderr)
         return 2

@@ -15,3 +15,13 @@ class DataError(AttnmtError):
 
 class ModelDirError(AttnmtError):
     """A model directory is missing or does not hold a trained attnmt model."""
+
+
+class InputError(AttnmtError):
+    """A request option or input text is out of range; ``field`` names it (a CLI option or JSON field)."""
+
+    def __init__(self, field: str, message: str, index: int | None = None) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.detail = message
+        self.index = index  # which input text, when one text is at fault

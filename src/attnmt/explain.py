@@ -22,11 +22,13 @@ from typing import Any
 
 import torch
 
+from attnmt import limits
 from attnmt.data import pad
 from attnmt.decoder import EncoderMemory
+from attnmt.errors import InputError
 from attnmt.model import Seq2Seq
-from attnmt.search import max_output_lengths
-from attnmt.translator import Translator, search_hypotheses
+from attnmt.search import DecodingOptions, max_output_lengths, search
+from attnmt.translator import Translator, check_texts
 from attnmt.vocab import BOS_ID, EOS_ID
 
 NO_ATTENTION_NOTE = (
@@ -39,12 +41,14 @@ def _floats(tensor: torch.Tensor) -> list[float]:
     return [float(x) for x in tensor.reshape(-1).tolist()]
 
 
-def _forced_tokens(translator: Translator, src_ids: list[int], reference: str | None, beam: int) -> list[int] | None:
+def _forced_tokens(
+    translator: Translator, src_ids: list[int], reference: str | None, options: DecodingOptions
+) -> list[int] | None:
     """The target to replay: the reference, the best beam hypothesis, or None for greedy."""
     if reference is not None:
         return translator.tokenizer.encode_tgt([reference])[0] + [EOS_ID]
-    if beam > 1:
-        best = search_hypotheses(translator.model, [src_ids], translator.config, translator.device, beam)[0][0]
+    if options.beam > 1:
+        best = search(translator.model, [src_ids], options, translator.device)[0][0]
         return best.tokens + [EOS_ID]
     return None
 
@@ -117,12 +121,16 @@ def explain(
 ) -> dict[str, Any]:
     """Every number of every decoding step of ``sentence`` (the JSON of ``attnmt explain``)."""
     tokenizer = translator.tokenizer
+    check_texts([sentence] if reference is None else [sentence, reference])
+    if not sentence.strip():
+        raise InputError("text", "explain needs a non-empty sentence")
+    if not 1 <= top_k <= limits.MAX_TOP_K:
+        raise InputError("top_k", f"must be an integer from 1 to {limits.MAX_TOP_K}, got {top_k}")
+    options = translator.options(beam=beam)
     src_ids = tokenizer.encode_src([sentence.strip()])[0]
-    forced = _forced_tokens(translator, src_ids, reference, beam)
-    decoding = translator.config.decoding
-    limit = int(
-        max_output_lengths(torch.tensor([len(src_ids)]), decoding.max_length_ratio, decoding.max_length_extra)[0]
-    )
+    forced = _forced_tokens(translator, src_ids, reference, options)
+    lengths = torch.tensor([len(src_ids)])
+    limit = int(max_output_lengths(lengths, options.max_length_ratio, options.max_length_extra)[0])
     memory, steps, output_ids = trace(
         translator.model, src_ids, tokenizer.tgt.id_to_piece, forced, limit, top_k, translator.device
     )

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sacrebleu
-
-if TYPE_CHECKING:
-    from attnmt.translator import Translator
 
 #: Source-length buckets (in words) for BLEU by sentence length, Bahdanau et al. Fig. 2 style.
 LENGTH_BUCKETS: list[tuple[int, int]] = [
@@ -53,20 +49,3 @@ def bleu_by_length(
         )
         rows.append({"min_words": low, "max_words": high, "sentences": len(chosen), "bleu": round(score.score, 2)})
     return rows
-
-
-def evaluate(
-    translator: Translator, sources: list[str], references: list[str], beam: int, batch_size: int | None = None
-) -> tuple[list[str], dict[str, Any]]:
-    """Translate ``sources`` and score them: the hypotheses and the ``attnmt evaluate`` JSON fields."""
-    started = time.perf_counter()
-    hypotheses = translator.translate(sources, beam=beam, batch_size=batch_size)
-    seconds = time.perf_counter() - started
-    scores = {
-        **corpus_scores(hypotheses, references),
-        "beam": beam,
-        "sentences": len(sources),
-        "seconds": round(seconds, 2),
-        "sentences_per_s": round(len(sources) / seconds, 1),
-    }
-    return hypotheses, scores

@@ -14,10 +14,9 @@ from pathlib import Path
 
 from attnmt.config import load_config
 from attnmt.data import read_parallel
-from attnmt.metrics import evaluate
 from attnmt.plotting import plot_attention
 from attnmt.train import train
-from attnmt.translator import Translator
+from attnmt.translator import Translator, evaluate
 
 #: Sentences translated at the end, the first one also drawn as a heatmap.
 EXAMPLES = [
@@ -49,11 +48,11 @@ def quickstart(out: Path, minutes: float) -> dict[str, object]:
     }
     (out / "test2016.hyp.de").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     (out / "test2016_eval.json").write_text(json.dumps(evaluation, indent=2) + "\n", encoding="utf-8")
-    records = translator.attention_records(EXAMPLES, beam=config.decoding.beam)
+    records = translator.translations(EXAMPLES, beam=config.decoding.beam, attention=True)
     heatmap = plot_attention(
         records[0].source_tokens,
         records[0].target_tokens,
-        records[0].weights,
+        records[0].weights or [],
         out / "attention.png",
         f"attnmt quickstart: {translator.attention_name} attention, beam {config.decoding.beam}",
     )
@@ -62,7 +61,7 @@ def quickstart(out: Path, minutes: float) -> dict[str, object]:
     print(f"  {scores['signature']}")
     print()
     for source, record in zip(EXAMPLES, records):
-        print(f"  {source}\n    -> {record.translation}")
+        print(f"  {source}\n    -> {record.text}")
     print()
     print(f"model and checkpoints   {out}/ (best.pt, last.pt, config.yaml, spm.joint.model)")
     print(f"training log            {out}/train_log.jsonl")

@@ -1,9 +1,10 @@
 """Decoding: unroll the decoder, feed each chosen word back, stop at <EOS>.
 
-Both searches run batched over sentences (and beams) through ``Seq2Seq.step`` and
-drop finished sentences from the batch as they go. Each sentence's maximum output
-length depends only on its own source length, so a sentence translates the same
-alone or in a batch.
+Both searches run batched over sentences (and beams) through one step API, drop
+finished sentences from the batch as they go, and work with any *step model*:
+a ``Seq2Seq`` or an ensemble of them (``ensemble.py``). Each sentence's maximum
+output length depends only on its own source length, so a sentence translates
+the same alone or in a batch.
 
 - ``greedy_search`` picks the most probable word at every step.
 - ``beam_search`` keeps the K best partial translations. Candidates are scored by
@@ -12,33 +13,109 @@ alone or in a batch.
   hypotheses (or reaches its maximum length). Finished hypotheses are ranked by
   score / lp(length) with the GNMT length penalty lp(L) = ((5 + L) / 6)^alpha
   (Wu et al. 2016, eq. 14). With K = 1 this is exactly greedy search.
+- ``search`` translates a list of id sequences of any lengths: it sorts them by
+  length, cuts batches, runs one of the two searches and restores the order.
 
 Dimension letters: B sentences, K beam size, S source positions, V vocabulary.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import torch
 
-from attnmt.model import Seq2Seq
+from attnmt import limits
+from attnmt.data import pad
+from attnmt.errors import InputError
 from attnmt.vocab import BOS_ID, EOS_ID
+
+
+class Reorderable(Protocol):
+    """Encoder memory or decoder state: rows can be selected (and repeated)."""
+
+    def reorder(self, indices: torch.Tensor) -> Any: ...
+
+
+class StepModel(Protocol):
+    """What search needs: encode a batch once, then advance all rows by one word.
+
+    ``step`` returns log-probabilities (B, V) of the next word, the new state and
+    the step's details (``details.attention`` is None or holds ``weights`` (B, 1, S)).
+    """
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[Any, Any]: ...
+
+    def step(self, prev_tokens: torch.Tensor, state: Any, memory: Any) -> tuple[torch.Tensor, Any, Any]: ...
 
 
 @dataclass
 class Hypothesis:
     """One translation: token ids (without <s> and </s>), its score, its attention.
 
-    ``score`` is the summed log-probability (including </s>) divided by the length
-    penalty; ``attention`` (len(tokens) + 1, S) holds the weights of every output
-    step including </s>, over the sentence's real source tokens (None if not
-    recorded or the model has no attention).
+    ``score`` is the summed log-probability of the tokens and </s> divided by the
+    length penalty lp(len(tokens) + 1) (no penalty when alpha = 0); greedy and beam
+    search report it alike. ``attention`` (len(tokens) + 1, S) holds the weights of
+    every output step including </s>, over the sentence's real source tokens (None
+    if not recorded or the model has no attention).
     """
 
     tokens: list[int]
     score: float
     attention: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How to search: beam size (1 = greedy), n-best, length penalty, output limit, batch size.
+
+    The output limit of a sentence is ``max_length_ratio`` x source tokens +
+    ``max_length_extra`` (never more than ``limits.MAX_OUTPUT_TOKENS``).
+    """
+
+    beam: int = 5
+    nbest: int = 1
+    length_penalty: float = 0.6
+    max_length_ratio: float = 1.5
+    max_length_extra: int = 10
+    batch_size: int = 64
+
+    @classmethod
+    def from_config(cls, decoding: Any) -> DecodingOptions:
+        """The options of a config's ``decoding:`` section."""
+        return cls(
+            beam=decoding.beam,
+            length_penalty=decoding.length_penalty,
+            max_length_ratio=decoding.max_length_ratio,
+            max_length_extra=decoding.max_length_extra,
+            batch_size=decoding.batch_size,
+        )
+
+    def with_overrides(self, beam: int | None = None, nbest: int | None = None, batch_size: int | None = None) -> Any:
+        """A copy with the given values replaced (None keeps the current one)."""
+        changes = {"beam": beam, "nbest": nbest, "batch_size": batch_size}
+        return replace(self, **{key: value for key, value in changes.items() if value is not None})
+
+    def check(self) -> DecodingOptions:
+        """Raise ``InputError`` naming the option when a value is out of range; return self."""
+        _check_int("beam", self.beam, 1, limits.MAX_BEAM)
+        _check_int("nbest", self.nbest, 1, self.beam, f"between 1 and the beam size {self.beam}")
+        _check_int("batch_size", self.batch_size, 1, limits.MAX_BATCH_SIZE)
+        _check_int("max_length_extra", self.max_length_extra, 0, limits.MAX_LENGTH_EXTRA)
+        if not 0.0 <= self.length_penalty <= 10.0:
+            raise InputError("length_penalty", f"must be between 0 and 10, got {self.length_penalty}")
+        if not 0.0 < self.max_length_ratio <= limits.MAX_LENGTH_RATIO:
+            raise InputError(
+                "max_length_ratio",
+                f"must be above 0 and at most {limits.MAX_LENGTH_RATIO}, got {self.max_length_ratio}",
+            )
+        return self
+
+
+def _check_int(name: str, value: Any, low: int, high: int, allowed: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(name, f"must be {allowed or f'an integer from {low} to {high}'}, got {value!r}")
 
 
 def length_penalty(length: int | torch.Tensor, alpha: float) -> float | torch.Tensor:
@@ -47,8 +124,9 @@ def length_penalty(length: int | torch.Tensor, alpha: float) -> float | torch.Te
 
 
 def max_output_lengths(src_lengths: torch.Tensor, ratio: float, extra: int) -> torch.Tensor:
-    """Longest output allowed per sentence (tokens including </s>): ratio * |src| + extra."""
-    return (src_lengths.float() * ratio).long() + extra
+    """Longest output allowed per sentence (tokens including </s>): ratio * |src| + extra, capped."""
+    lengths = (src_lengths.float() * ratio).long() + extra
+    return lengths.clamp(1, limits.MAX_OUTPUT_TOKENS)
 
 
 def _force_eos(log_probs: torch.Tensor, at_limit: torch.Tensor) -> torch.Tensor:
@@ -60,62 +138,143 @@ def _force_eos(log_probs: torch.Tensor, at_limit: torch.Tensor) -> torch.Tensor:
     return torch.where(at_limit.unsqueeze(1), forced, log_probs)
 
 
+def _append_attention(attention: torch.Tensor | None, details: Any) -> torch.Tensor | None:
+    """Add this step's weights (B, 1, S) to the record (B, t, S); None if the model has no attention."""
+    if attention is None or details.attention is None:
+        return None
+    return torch.cat([attention, details.attention.weights.float()], dim=1)
+
+
 @torch.no_grad()
 def greedy_search(
-    model: Seq2Seq,
+    model: StepModel,
     src: torch.Tensor,
     src_lengths: torch.Tensor,
     max_lengths: torch.Tensor,
+    alpha: float = 0.0,
     record_attention: bool = False,
 ) -> list[Hypothesis]:
     """Most probable word at each step, for a batch ``src`` (B, S). One hypothesis each."""
     memory, state = model.encode(src, src_lengths)
-    batch = src.size(0)
-    alive = torch.arange(batch)  # original sentence index of each row
-    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
-    tokens = torch.empty(batch, 0, dtype=torch.long, device=src.device)
-    scores = torch.zeros(batch, device=src.device)
-    attention = src.new_zeros(batch, 0, src.size(1), dtype=torch.float) if record_attention else None
+    batch, device = src.size(0), src.device
+    alive = torch.arange(batch, device=device)  # original sentence index of each row
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+    tokens = torch.empty(batch, 0, dtype=torch.long, device=device)
+    scores = torch.zeros(batch, device=device)
+    attention = torch.zeros(batch, 0, src.size(1), device=device) if record_attention else None
     results: list[Hypothesis | None] = [None] * batch
-    limits = max_lengths.to(src.device)
-    for t in range(int(limits.max())):
+    limit = max_lengths.to(device)
+    for t in range(int(limit.max())):
         log_probs, state, details = model.step(prev, state, memory)  # (B', V)
-        log_probs = _force_eos(log_probs, limits <= t + 1)
-        step_scores, prev = log_probs.max(dim=-1)  # (B',)
+        step_scores, prev = _force_eos(log_probs, limit <= t + 1).max(dim=-1)  # (B',)
         scores = scores + step_scores
         tokens = torch.cat([tokens, prev.unsqueeze(1)], dim=1)
-        weights = details.attention.weights if details.attention is not None else None
-        if attention is not None and weights is not None:
-            attention = torch.cat([attention, weights.float()], dim=1)
+        attention = _append_attention(attention, details)
         finished = prev == EOS_ID
-        if bool(finished.any()):
-            for row in finished.nonzero().flatten().tolist():
-                sentence = int(alive[row])
-                length = int(src_lengths[sentence])
-                attn = attention[row, :, :length].cpu() if attention is not None and weights is not None else None
-                results[sentence] = Hypothesis(tokens[row, :-1].tolist(), float(scores[row]), attn)
-            keep = (~finished).nonzero().flatten()
-            if keep.numel() == 0:
-                break
-            alive, prev, tokens, scores, limits = alive[keep], prev[keep], tokens[keep], scores[keep], limits[keep]
-            memory, state = memory.reorder(keep), state.reorder(keep)
-            if attention is not None:
-                attention = attention[keep]
+        if not bool(finished.any()):
+            continue
+        penalty = float(length_penalty(t + 1, alpha))
+        for row in finished.nonzero().flatten().tolist():
+            sentence = int(alive[row])
+            attn = attention[row, :, : int(src_lengths[sentence])].cpu() if attention is not None else None
+            results[sentence] = Hypothesis(tokens[row, :-1].tolist(), float(scores[row]) / penalty, attn)
+        keep = (~finished).nonzero().flatten()
+        if keep.numel() == 0:
+            break
+        alive, prev, tokens, scores, limit = alive[keep], prev[keep], tokens[keep], scores[keep], limit[keep]
+        memory, state = memory.reorder(keep), state.reorder(keep)
+        attention = attention[keep] if attention is not None else None
     return [r if r is not None else Hypothesis([], float("-inf")) for r in results]
 
 
 @dataclass
 class _Finished:
-    """A finished beam hypothesis before conversion (raw score kept for ranking)."""
+    """A finished beam hypothesis: its length-penalised score, tokens and attention."""
 
     score: float
     tokens: list[int]
     attention: torch.Tensor | None
 
 
+class _Beams:
+    """The K live hypotheses of every unfinished sentence, and the finished ones.
+
+    Rows are grouped in blocks of K per sentence: row ``b * K + k`` is hypothesis k
+    of the b-th sentence still alive (``alive[b]`` is its index in the batch).
+    """
+
+    def __init__(
+        self, src_lengths: torch.Tensor, max_lengths: torch.Tensor, beam: int, alpha: float, record: bool, width: int
+    ) -> None:
+        batch, device = src_lengths.size(0), src_lengths.device
+        self.beam, self.alpha, self.src_lengths, self.device = beam, alpha, src_lengths, device
+        self.alive = list(range(batch))
+        self.limits = max_lengths.to(device)
+        self.scores = torch.full((batch, beam), float("-inf"), device=device)
+        self.scores[:, 0] = 0.0  # all beams start identical: keep one
+        self.prev = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
+        self.history = torch.empty(batch * beam, 0, dtype=torch.long, device=device)
+        self.attention = torch.zeros(batch * beam, 0, width, device=device) if record else None
+        self.finished: list[list[_Finished]] = [[] for _ in range(batch)]
+        self.rank = torch.arange(2 * beam, device=device)
+
+    def advance(self, log_probs: torch.Tensor, details: Any, t: int) -> torch.Tensor:
+        """Extend every hypothesis by one word; return the rows (B'*K,) the state must follow."""
+        beam, vocab = self.beam, log_probs.size(-1)
+        log_probs = _force_eos(log_probs, (self.limits <= t + 1).repeat_interleave(beam))
+        candidates = (self.scores.view(-1, 1) + log_probs).view(-1, beam * vocab)  # (B', K*V)
+        top_scores, top_ids = candidates.topk(2 * beam, dim=1)  # (B', 2K)
+        from_beam, token = top_ids // vocab, top_ids % vocab
+        self.attention = _append_attention(self.attention, details)
+        is_eos = token == EOS_ID
+        self._finish(is_eos & (self.rank < beam) & (top_scores > float("-inf")), top_scores, from_beam, t)
+        order = (is_eos.long() * 2 * beam + self.rank).argsort(dim=1)[:, :beam]  # K best that go on: (B', K)
+        self.scores = top_scores.gather(1, order)
+        blocks = torch.arange(len(self.alive), device=self.device).unsqueeze(1) * beam
+        chosen = (blocks + from_beam.gather(1, order)).view(-1)  # (B'*K,)
+        self.prev = token.gather(1, order).view(-1)
+        self.history = torch.cat([self.history[chosen], self.prev.unsqueeze(1)], dim=1)
+        self.attention = self.attention[chosen] if self.attention is not None else None
+        return chosen
+
+    def _finish(self, ends: torch.Tensor, top_scores: torch.Tensor, from_beam: torch.Tensor, t: int) -> None:
+        """Record candidates that end in </s> among the K best of a step (at most K per sentence)."""
+        penalty = float(length_penalty(t + 1, self.alpha))
+        for row, j in ends.nonzero().tolist():
+            sentence = self.alive[row]
+            if len(self.finished[sentence]) >= self.beam:
+                continue
+            source = row * self.beam + int(from_beam[row, j])
+            length = int(self.src_lengths[sentence])
+            attn = self.attention[source, :, :length].cpu() if self.attention is not None else None
+            self.finished[sentence].append(
+                _Finished(float(top_scores[row, j]) / penalty, self.history[source].tolist(), attn)
+            )
+
+    def all_done(self) -> bool:
+        return all(len(self.finished[s]) >= self.beam for s in self.alive)
+
+    def drop_done(self) -> torch.Tensor | None:
+        """Remove sentences with K finished hypotheses; the rows kept, or None if none was removed."""
+        done = torch.tensor([len(self.finished[s]) >= self.beam for s in self.alive], device=self.device)
+        if not bool(done.any()):
+            return None
+        keep_sentences = (~done).nonzero().flatten()
+        rows = (keep_sentences.unsqueeze(1) * self.beam + torch.arange(self.beam, device=self.device)).view(-1)
+        self.alive = [self.alive[i] for i in keep_sentences.tolist()]
+        self.limits, self.scores = self.limits[keep_sentences], self.scores[keep_sentences]
+        self.prev, self.history = self.prev[rows], self.history[rows]
+        self.attention = self.attention[rows] if self.attention is not None else None
+        return rows
+
+    def best(self, nbest: int) -> list[list[Hypothesis]]:
+        ranked = (sorted(hyps, key=lambda f: -f.score)[:nbest] for hyps in self.finished)
+        return [[Hypothesis(f.tokens, f.score, f.attention) for f in hyps] for hyps in ranked]
+
+
 @torch.no_grad()
 def beam_search(
-    model: Seq2Seq,
+    model: StepModel,
     src: torch.Tensor,
     src_lengths: torch.Tensor,
     max_lengths: torch.Tensor,
@@ -126,64 +285,48 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """The ``nbest`` best translations of each sentence in ``src`` (B, S), best first."""
     if not 1 <= nbest <= beam:
-        raise ValueError(f"nbest must be between 1 and the beam size {beam}, got {nbest}")
-    batch, device = src.size(0), src.device
+        raise InputError("nbest", f"must be between 1 and the beam size {beam}, got {nbest}")
     memory, state = model.encode(src, src_lengths)
-    expand = torch.arange(batch, device=device).repeat_interleave(beam)  # (B*K,)
+    expand = torch.arange(src.size(0), device=src.device).repeat_interleave(beam)  # (B*K,)
     memory, state = memory.reorder(expand), state.reorder(expand)
-    alive = list(range(batch))  # original sentence index of each row block
-    limits = max_lengths.to(device)
-    beam_scores = torch.full((batch, beam), float("-inf"), device=device)
-    beam_scores[:, 0] = 0.0  # all beams start identical: keep one
-    prev = torch.full((batch * beam,), BOS_ID, dtype=torch.long, device=device)
-    history = torch.empty(batch * beam, 0, dtype=torch.long, device=device)
-    attention = torch.zeros(batch * beam, 0, src.size(1), device=device) if record_attention else None
-    finished: list[list[_Finished]] = [[] for _ in range(batch)]
-    rank = torch.arange(2 * beam, device=device)
-    for t in range(int(limits.max())):
-        log_probs, state, details = model.step(prev, state, memory)  # (B'*K, V)
-        vocab = log_probs.size(-1)
-        at_limit = (limits <= t + 1).repeat_interleave(beam)
-        log_probs = _force_eos(log_probs, at_limit)
-        candidates = (beam_scores.view(-1, 1) + log_probs).view(-1, beam * vocab)  # (B', K*V)
-        top_scores, top_ids = candidates.topk(2 * beam, dim=1)  # (B', 2K)
-        from_beam, token = top_ids // vocab, top_ids % vocab
-        weights = details.attention.weights if details.attention is not None else None
-        if attention is not None and weights is not None:
-            attention = torch.cat([attention, weights.float()], dim=1)
-        # Finish hypotheses that end in </s> among the K best candidates.
-        is_eos = token == EOS_ID
-        for row, j in (is_eos & (rank < beam) & (top_scores > float("-inf"))).nonzero().tolist():
-            sentence = alive[row]
-            if len(finished[sentence]) >= beam:
-                continue
-            source = row * beam + int(from_beam[row, j])
-            length = int(src_lengths[sentence])
-            attn = attention[source, :, :length].cpu() if attention is not None and weights is not None else None
-            score = float(top_scores[row, j]) / float(length_penalty(t + 1, alpha))
-            finished[sentence].append(_Finished(score, history[source].tolist(), attn))
-        # Continue with the K best candidates that did not end in </s>.
-        order = (is_eos.long() * 2 * beam + rank).argsort(dim=1)[:, :beam]  # (B', K)
-        beam_scores = top_scores.gather(1, order)
-        chosen = (torch.arange(len(alive), device=device).unsqueeze(1) * beam + from_beam.gather(1, order)).view(-1)
-        prev = token.gather(1, order).view(-1)
-        history = torch.cat([history[chosen], prev.unsqueeze(1)], dim=1)
-        state = state.reorder(chosen)
-        if attention is not None:
-            attention = attention[chosen]
-        done = torch.tensor([len(finished[s]) >= beam for s in alive], device=device)
-        if bool(done.all()):
+    beams = _Beams(src_lengths, max_lengths, beam, alpha, record_attention, src.size(1))
+    for t in range(int(beams.limits.max())):
+        log_probs, state, details = model.step(beams.prev, state, memory)  # (B'*K, V)
+        state = state.reorder(beams.advance(log_probs, details, t))
+        if beams.all_done():
             break
-        if bool(done.any()):
-            keep_sentences = (~done).nonzero().flatten()
-            keep_rows = (keep_sentences.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
-            alive = [alive[i] for i in keep_sentences.tolist()]
-            limits, beam_scores = limits[keep_sentences], beam_scores[keep_sentences]
-            prev, history = prev[keep_rows], history[keep_rows]
-            memory, state = memory.reorder(keep_rows), state.reorder(keep_rows)
-            if attention is not None:
-                attention = attention[keep_rows]
-    return [
-        [Hypothesis(f.tokens, f.score, f.attention) for f in sorted(hyps, key=lambda f: -f.score)[:nbest]]
-        for hyps in finished
-    ]
+        rows = beams.drop_done()
+        if rows is not None:
+            memory, state = memory.reorder(rows), state.reorder(rows)
+    return beams.best(nbest)
+
+
+def search(
+    model: StepModel,
+    src_ids: list[list[int]],
+    options: DecodingOptions,
+    device: torch.device,
+    record_attention: bool = False,
+) -> list[list[Hypothesis]]:
+    """Translate id sequences (each ending in </s>) batch by batch; ``options.nbest`` each, in input order.
+
+    Sentences are sorted by length so that each batch holds similar lengths
+    (little padding); each result goes back to its input position.
+    """
+    options.check()
+    results: list[list[Hypothesis]] = [[] for _ in src_ids]
+    order = sorted(range(len(src_ids)), key=lambda i: -len(src_ids[i]))
+    for start in range(0, len(order), options.batch_size):
+        chunk = order[start : start + options.batch_size]
+        src, lengths = pad([src_ids[i] for i in chunk])
+        src, lengths = src.to(device), lengths.to(device)
+        limit = max_output_lengths(lengths, options.max_length_ratio, options.max_length_extra)
+        if options.beam == 1:
+            found = [[h] for h in greedy_search(model, src, lengths, limit, options.length_penalty, record_attention)]
+        else:
+            found = beam_search(
+                model, src, lengths, limit, options.beam, options.length_penalty, options.nbest, record_attention
+            )
+        for index, hyps in zip(chunk, found):
+            results[index] = hyps
+    return results

@@ -5,83 +5,84 @@
     >>> tr.translate(["A man rides a bike."], beam=5)
     ['Ein Mann fährt Fahrrad.']
 
-Sentences are sorted by length into batches (little padding) and returned in the
-input order; an empty input line gives an empty output line.
+``Translator.translations`` is the one entry point every front end uses (the
+``attnmt`` command, the HTTP server): it returns one ``Translation`` per input
+text, in order, holding the translation, its tokens and score, the n-best list
+and, when asked for, the attention weights. An empty or blank input gives an
+empty translation. Mistakes in the request (beam out of range, nbest above the
+beam, an over-long text) raise ``InputError`` naming the option or the text.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from attnmt import checkpoint
-from attnmt.config import Config, config_from_dict
-from attnmt.data import pad
+from attnmt import limits
+from attnmt.checkpoint import load_model_dir
+from attnmt.config import Config
 from attnmt.device import pick_device
-from attnmt.errors import ModelDirError
+from attnmt.errors import InputError
+from attnmt.metrics import corpus_scores
 from attnmt.model import Seq2Seq
-from attnmt.search import Hypothesis, beam_search, greedy_search, max_output_lengths
+from attnmt.search import DecodingOptions, Hypothesis, search
 from attnmt.tokenizer import Tokenizer
 
 
-def build_model(payload: dict[str, Any], config: Config) -> Seq2Seq:
-    """A model with the architecture of ``config`` and the weights of a checkpoint."""
-    model = Seq2Seq.from_config(
-        config.model, payload["src_vocab_size"], payload["tgt_vocab_size"], payload["max_source_length"]
-    )
-    model.load_state_dict(payload["model"])
-    return model
+@dataclass
+class Alternative:
+    """One entry of an n-best list: detokenised text and length-penalised log-probability."""
 
-
-def search_hypotheses(
-    model: Seq2Seq,
-    src_ids: list[list[int]],
-    config: Config,
-    device: torch.device,
-    beam: int,
-    nbest: int = 1,
-    batch_size: int = 64,
-    record_attention: bool = False,
-) -> list[list[Hypothesis]]:
-    """Translate id sequences (each ending in </s>) batch by batch, keeping input order."""
-    model.eval()
-    results: list[list[Hypothesis]] = [[] for _ in src_ids]
-    order = sorted(range(len(src_ids)), key=lambda i: -len(src_ids[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        src, lengths = pad([src_ids[i] for i in chunk])
-        src, lengths = src.to(device), lengths.to(device)
-        limits = max_output_lengths(lengths, config.decoding.max_length_ratio, config.decoding.max_length_extra)
-        if beam == 1:
-            hyps = [[h] for h in greedy_search(model, src, lengths, limits, record_attention)]
-        else:
-            hyps = beam_search(
-                model, src, lengths, limits, beam, config.decoding.length_penalty, nbest, record_attention
-            )
-        for index, found in zip(chunk, hyps):
-            results[index] = found
-    return results
+    text: str
+    score: float
 
 
 @dataclass
-class AttentionRecord:
-    """Tokens and weights of one translation: ``weights[t][s]`` for output t, source s."""
+class Translation:
+    """The result for one input text.
 
-    source_tokens: list[str]
-    target_tokens: list[str]
-    weights: list[list[float]]
-    translation: str
+    ``target_tokens`` are the subword pieces of the best translation followed by
+    "</s>"; ``weights`` (when attention was asked for and the model has it) is the
+    attention matrix, one row per target token, one column per source token, each
+    row summing to 1. ``nbest`` lists the best translations, best first (just the
+    best one unless more were asked for). For an empty input everything is empty
+    and ``score`` is None.
+    """
 
-    def to_dict(self) -> dict[str, Any]:
+    source: str
+    text: str
+    score: float | None
+    source_tokens: list[str] = field(default_factory=list)
+    target_tokens: list[str] = field(default_factory=list)
+    nbest: list[Alternative] = field(default_factory=list)
+    weights: list[list[float]] | None = None
+
+    def attention_record(self) -> dict[str, Any]:
+        """Tokens and weights as ``translate --attention`` writes them (empty weights without attention)."""
         return {
             "source_tokens": self.source_tokens,
             "target_tokens": self.target_tokens,
-            "weights": self.weights,
-            "translation": self.translation,
+            "weights": self.weights or [],
+            "translation": self.text,
         }
+
+
+def check_texts(texts: Any) -> list[str]:
+    """The texts as a list of strings, or ``InputError`` naming the first bad one."""
+    if isinstance(texts, str) or not isinstance(texts, list):
+        raise InputError("texts", f"expected a list of strings, got {type(texts).__name__}")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"texts[{index}]", f"expected a string, got {type(text).__name__}")
+        if len(text) > limits.MAX_INPUT_CHARS:
+            raise InputError(
+                f"texts[{index}]", f"{len(text)} characters; at most {limits.MAX_INPUT_CHARS} per text", index
+            )
+    return texts
 
 
 class Translator:
@@ -99,83 +100,75 @@ class Translator:
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", checkpoint_name: str = "best.pt") -> Translator:
         """Load ``model_dir`` as written by ``attnmt train`` (best checkpoint by default)."""
-        directory = Path(model_dir)
-        if not directory.is_dir():
-            raise ModelDirError(f"{directory}: model directory not found")
-        payload = checkpoint.load(directory / checkpoint_name)
-        config = config_from_dict(payload["config"], origin=str(directory / checkpoint_name))
-        return cls(build_model(payload, config), Tokenizer.load(directory), config, pick_device(device), directory)
+        loaded = load_model_dir(Path(model_dir), checkpoint_name)
+        return cls(loaded.model, loaded.tokenizer, loaded.config, pick_device(device), Path(model_dir))
 
     @property
     def attention_name(self) -> str:
         return self.model.attention_name
 
-    def hypotheses(
+    def options(self, beam: int | None = None, nbest: int | None = None, batch_size: int | None = None) -> Any:
+        """The model's decoding settings with the given values replaced, checked."""
+        defaults = DecodingOptions.from_config(self.config.decoding)
+        return defaults.with_overrides(beam=beam, nbest=nbest, batch_size=batch_size).check()
+
+    def translations(
         self,
         texts: list[str],
         beam: int | None = None,
         nbest: int = 1,
         batch_size: int | None = None,
-        record_attention: bool = False,
-    ) -> list[list[Hypothesis]]:
-        """n-best hypotheses per text (an empty list for an empty or blank text)."""
-        beam = beam or self.config.decoding.beam
-        if nbest > beam:
-            raise ValueError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
-        filled = [i for i, text in enumerate(texts) if text.strip()]
+        attention: bool = False,
+    ) -> list[Translation]:
+        """One ``Translation`` per text, in order (see the module docstring)."""
+        options = self.options(beam, nbest, batch_size)
+        filled = [i for i, text in enumerate(check_texts(texts)) if text.strip()]
         src_ids = self.tokenizer.encode_src([texts[i].strip() for i in filled])
-        found = search_hypotheses(
-            self.model,
-            src_ids,
-            self.config,
-            self.device,
-            beam,
-            nbest,
-            batch_size or self.config.decoding.batch_size,
-            record_attention,
-        )
-        results: list[list[Hypothesis]] = [[] for _ in texts]
-        for index, hyps in zip(filled, found):
-            results[index] = hyps
+        found = search(self.model, src_ids, options, self.device, record_attention=attention)
+        results = [Translation(text, "", None) for text in texts]
+        for index, ids, hyps in zip(filled, src_ids, found):
+            results[index] = self._translation(texts[index], ids, hyps, attention)
         return results
+
+    def _translation(self, source: str, src_ids: list[int], hyps: list[Hypothesis], attention: bool) -> Translation:
+        best = hyps[0]
+        decode = self.tokenizer.decode_tgt
+        weights = best.attention.tolist() if attention and best.attention is not None else None
+        return Translation(
+            source=source,
+            text=decode(best.tokens),
+            score=best.score,
+            source_tokens=self.tokenizer.src_pieces(src_ids),
+            target_tokens=[*self.tokenizer.tgt_pieces(best.tokens), "</s>"],
+            nbest=[Alternative(decode(h.tokens), h.score) for h in hyps],
+            weights=weights,
+        )
 
     def translate(self, texts: list[str], beam: int | None = None, batch_size: int | None = None) -> list[str]:
         """One translation per text, in order; beam 1 is greedy search."""
-        return [
-            self.tokenizer.decode_tgt(hyps[0].tokens) if hyps else ""
-            for hyps in self.hypotheses(texts, beam=beam, batch_size=batch_size)
-        ]
+        return [t.text for t in self.translations(texts, beam=beam, batch_size=batch_size)]
 
     def translate_nbest(self, texts: list[str], beam: int, nbest: int) -> list[list[tuple[str, float]]]:
         """The ``nbest`` best translations of each text with their scores, best first."""
-        return [
-            [(self.tokenizer.decode_tgt(h.tokens), h.score) for h in hyps]
-            for hyps in self.hypotheses(texts, beam=beam, nbest=nbest)
-        ]
-
-    def attention_records(
-        self, texts: list[str], beam: int | None = None, batch_size: int | None = None
-    ) -> list[AttentionRecord]:
-        """Translations with their attention weights (empty weights without attention)."""
-        records = []
-        hypotheses = self.hypotheses(texts, beam=beam, batch_size=batch_size, record_attention=True)
-        for text, hyps in zip(texts, hypotheses):
-            if not hyps:
-                records.append(AttentionRecord([], [], [], ""))
-                continue
-            best = hyps[0]
-            src_ids = self.tokenizer.encode_src([text.strip()])[0]
-            weights = best.attention.tolist() if best.attention is not None else []
-            records.append(
-                AttentionRecord(
-                    self.tokenizer.src_pieces(src_ids),
-                    self.tokenizer.tgt_pieces(best.tokens) + ["</s>"],
-                    weights,
-                    self.tokenizer.decode_tgt(best.tokens),
-                )
-            )
-        return records
+        return [[(a.text, a.score) for a in t.nbest] for t in self.translations(texts, beam=beam, nbest=nbest)]
 
     def translate_with_attention(self, text: str, beam: int | None = None) -> dict[str, Any]:
         """One translation with source and target tokens and the weight matrix (T x S)."""
-        return self.attention_records([text], beam=beam)[0].to_dict()
+        return self.translations([text], beam=beam, attention=True)[0].attention_record()
+
+
+def evaluate(
+    translator: Translator, sources: list[str], references: list[str], beam: int, batch_size: int | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """Translate ``sources`` and score them: the hypotheses and the ``attnmt evaluate`` JSON fields."""
+    started = time.perf_counter()
+    hypotheses = translator.translate(sources, beam=beam, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    scores = {
+        **corpus_scores(hypotheses, references),
+        "beam": beam,
+        "sentences": len(sources),
+        "seconds": round(seconds, 2),
+        "sentences_per_s": round(len(sources) / seconds, 1),
+    }
+    return hypotheses, scores
