@@ -2,19 +2,24 @@
 
 ``train(config, out_dir)`` does the whole job and can be rerun on the same
 ``out_dir`` to resume: model, optimizer, scheduler, position inside the epoch and
-random number generators all come back from ``last.pt``, so the resumed run
-continues the very same run. The directory holds ``config.yaml``, the
+random number generators all come back from ``last.pt`` (``resume.py``), so the
+resumed run continues the very same run. The directory holds ``config.yaml``, the
 sentencepiece model(s), ``best.pt`` (best validation BLEU), ``last.pt`` and
 ``train_log.jsonl`` (one JSON object per logged step and per validation).
+
+The loop (``Loop.run``) asks three small questions after every update, each
+answered by its own function: is a log row due (``IntervalMeter``), must training
+stop (``stop_decision``, a ``Stop`` value), is a validation due
+(``validation_due``). Flags that can differ between processes (Ctrl-C, the
+clock) are agreed through the ``World`` first, so that under torchrun all
+processes stop at the same step; only the main process writes.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import signal
-import sys
 import threading
 import time
 from contextlib import nullcontext
@@ -25,15 +30,19 @@ from typing import Any
 import torch
 
 from attnmt import checkpoint
-from attnmt.config import Config, config_from_dict, read_yaml, save_config
+from attnmt.config import Config, TrainingConfig, save_config
 from attnmt.data import Batch, EncodedCorpus, filter_pairs, make_batch, read_parallel, token_batches
 from attnmt.device import choose_precision, pick_device
+from attnmt.distributed import World
 from attnmt.errors import ConfigError
 from attnmt.loss import label_smoothed_nll
 from attnmt.metrics import corpus_scores
 from attnmt.model import Seq2Seq
+from attnmt.reporting import IntervalMeter, Reporter
+from attnmt.resume import TrainState, check_resumable, random_state, restore_random_state
+from attnmt.schedule import make_scheduler, step_on_update, step_on_validation
+from attnmt.search import DecodingOptions, search
 from attnmt.tokenizer import Tokenizer
-from attnmt.translator import search_hypotheses
 from attnmt.vocab import PAD_ID
 
 
@@ -42,32 +51,29 @@ def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: 
     return label_smoothed_nll(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1), label_smoothing, PAD_ID)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: Config) -> Any:
-    """Plateau decay on validation loss, linear warmup then 1/sqrt decay, or constant."""
-    t = config.training
-    if t.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=t.decay_factor, patience=t.patience, min_lr=t.min_lr
-        )
-    if t.scheduler == "warmup_decay":
-        warmup = max(1, t.warmup_steps)
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min((step + 1) / warmup, math.sqrt(warmup / max(step + 1, warmup)))
-        )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+@dataclass(frozen=True)
+class Stop:
+    """Why training stops; ``finished`` runs are complete (rerunning them does nothing)."""
 
-
-@dataclass
-class TrainState:
-    """Counters saved in ``last.pt`` so that a rerun resumes exactly."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    best_bleu: float = -1.0
-    best_scheduled_bleu: float = -1.0
-    bad_validations: int = 0
+    reason: str
     finished: bool = False
+
+
+INTERRUPTED = Stop("interrupted")
+
+
+def stop_decision(state: TrainState, config: TrainingConfig, out_of_time: bool, max_minutes: float) -> Stop | None:
+    """A budget that ends the run after this update, or None."""
+    if out_of_time:
+        return Stop(f"time budget of {max_minutes:g} minutes reached")
+    if config.max_steps > 0 and state.step >= config.max_steps:
+        return Stop(f"training.max_steps={config.max_steps} reached")
+    return None
+
+
+def validation_due(step: int, config: TrainingConfig, stop: Stop | None) -> bool:
+    """Validate every ``valid_every`` updates and whenever a budget stops the run."""
+    return step % config.valid_every == 0 or stop is not None
 
 
 @dataclass
@@ -79,7 +85,9 @@ class TrainResult:
     target_tokens_per_s: float
 
 
-def prepare_data(config: Config, out_dir: Path, resuming: bool, log: Any) -> tuple[Tokenizer, EncodedCorpus, Any]:
+def prepare_data(
+    config: Config, out_dir: Path, resuming: bool, reporter: Reporter
+) -> tuple[Tokenizer, EncodedCorpus, list[tuple[str, str]]]:
     """Read the corpora, train (or load) the tokenizer, encode and filter."""
     d = config.data
     if not (d.train_tsv or (d.train_src and d.train_tgt)):
@@ -91,7 +99,7 @@ def prepare_data(config: Config, out_dir: Path, resuming: bool, log: Any) -> tup
     if resuming and Tokenizer.exists(out_dir):
         tokenizer = Tokenizer.load(out_dir)
     else:
-        log(f"training {d.tokenizer} sentencepiece model(s), vocab {d.vocab_size}, joint={d.joint_vocab}")
+        reporter.message(f"training {d.tokenizer} sentencepiece model(s), vocab {d.vocab_size}, joint={d.joint_vocab}")
         kept = [p for p in train_pairs if p[0] and p[1]]
         tokenizer = Tokenizer.train(kept, out_dir, d.vocab_size, d.tokenizer, d.joint_vocab, config.training.seed)
     train = filter_pairs(
@@ -105,24 +113,223 @@ def prepare_data(config: Config, out_dir: Path, resuming: bool, log: Any) -> tup
     return tokenizer, train, valid
 
 
+class Validator:
+    """Validation loss and perplexity (teacher forcing) and greedy BLEU on the validation set."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, valid: list[tuple[str, str]], config: Config, device: torch.device, autocast: Any
+    ) -> None:
+        self.tokenizer, self.references, self.device, self.autocast = tokenizer, [p[1] for p in valid], device, autocast
+        self.src_ids = tokenizer.encode_src([p[0] for p in valid])
+        self.loss_corpus = filter_pairs(self.src_ids, tokenizer.encode_tgt(self.references), config.data.max_length)
+        self.batch_tokens = config.training.batch_tokens
+        self.options = DecodingOptions.from_config(config.decoding).with_overrides(beam=1, batch_size=128)
+
+    @torch.no_grad()
+    def __call__(self, model: Seq2Seq) -> dict[str, float]:
+        model.eval()
+        total_loss, total_tokens = 0.0, 0
+        corpus = self.loss_corpus
+        for indices in token_batches(corpus, self.batch_tokens, seed=0, epoch=0):
+            batch = make_batch([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices]).to(self.device)
+            with self.autocast():
+                logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+            total_loss += float(sequence_loss(logits, batch.tgt_out, 0.0))
+            total_tokens += batch.target_tokens
+        hyps = search(model, self.src_ids, self.options, self.device)
+        outputs = [self.tokenizer.decode_tgt(h[0].tokens) for h in hyps]
+        valid_loss = total_loss / max(1, total_tokens)
+        bleu = corpus_scores(outputs, self.references)["bleu"]
+        return {"valid_loss": valid_loss, "valid_ppl": math.exp(min(valid_loss, 50)), "valid_bleu": bleu}
+
+
+class Checkpointer:
+    """Writes ``last.pt`` (with everything needed to resume) and ``best.pt`` (weights) atomically."""
+
+    def __init__(self, out_dir: Path, config: Config, sizes: dict[str, int], device: torch.device) -> None:
+        self.out_dir, self.config, self.sizes, self.device = out_dir, config, sizes, device
+
+    def save(self, name: str, model: Seq2Seq, state: TrainState, training: dict[str, Any] | None = None) -> None:
+        payload: dict[str, Any] = {
+            "model": model.state_dict(),
+            "config": self.config.to_dict(),
+            "step": state.step,
+            **self.sizes,
+        }
+        if training is not None:
+            payload.update(training, train_state=vars(state).copy(), rng=random_state(self.device))
+        checkpoint.save_atomic(payload, self.out_dir / name)
+
+
+class Loop:
+    """The training loop proper: updates, log rows, validations, checkpoints, stopping."""
+
+    def __init__(
+        self,
+        model: Seq2Seq,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        state: TrainState,
+        train: EncodedCorpus,
+        settings: TrainingConfig,
+        validator: Validator,
+        checkpointer: Checkpointer,
+        reporter: Reporter,
+        world: World,
+        device: torch.device,
+        autocast: Any,
+        max_minutes: float,
+    ) -> None:
+        self.model, self.optimizer, self.scheduler, self.state = model, optimizer, scheduler, state
+        self.train, self.settings, self.validator, self.checkpointer = train, settings, validator, checkpointer
+        self.reporter, self.world, self.device, self.autocast = reporter, world, device, autocast
+        self.max_minutes = max_minutes
+        self.meter = IntervalMeter()
+        self.recent: dict[str, Any] = {}  # last logged training loss and speed, repeated in validation rows
+        self.last_validated_step = -1
+        self.interrupted = False
+
+    def train_step(self, batch: Batch) -> float:
+        """Forward, label-smoothed loss averaged over target tokens, backward, clip, update."""
+        self.model.train()
+        with self.autocast():
+            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
+        loss = sequence_loss(logits, batch.tgt_out, self.settings.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss / batch.target_tokens).backward()
+        if self.settings.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_norm)
+        self.optimizer.step()
+        step_on_update(self.scheduler)
+        return float(loss.detach())
+
+    def save_last(self) -> None:
+        training = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.world.is_main:
+            self.checkpointer.save("last.pt", self.model, self.state, training)
+
+    def run(self) -> Stop:
+        """Train until a stop; install the Ctrl-C handler for the duration."""
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_interrupt) if in_main_thread else None
+        try:
+            return self._run()
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous)
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        """First Ctrl-C: finish the current step, save last.pt, stop. A second one stops at once."""
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _run(self) -> Stop:
+        state, settings = self.state, self.settings
+        started = time.monotonic()
+        budget = self.max_minutes * 60 if self.max_minutes > 0 else math.inf
+        stop = Stop("finished", finished=True) if state.finished else None
+        while stop is None and state.epoch < settings.max_epochs:
+            batches = token_batches(self.train, settings.batch_tokens, settings.seed, state.epoch)
+            with self.reporter.epoch_bar(len(batches), state.batch_in_epoch, state.epoch) as bar:
+                while stop is None and state.batch_in_epoch < len(batches):
+                    stop = self._update(batches[state.batch_in_epoch], bar, time.monotonic() - started >= budget)
+            if stop is None:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+        if stop is None:
+            if self.last_validated_step != state.step:
+                self.validate_and_save(scheduled=False)
+            stop = Stop(f"training.max_epochs={settings.max_epochs} reached", finished=True)
+        return stop
+
+    def _update(self, indices: list[int], bar: Any, out_of_time: bool) -> Stop | None:
+        """One optimizer update on the batch ``indices``, then logging, validation and the stop decision."""
+        state = self.state
+        batch = make_batch([self.train.src[i] for i in indices], [self.train.tgt[i] for i in indices])
+        loss = self.train_step(batch.to(self.device))
+        state.step += 1
+        state.batch_in_epoch += 1
+        self.meter.add(loss, batch.target_tokens)
+        bar.update(1)
+        if state.step % self.settings.log_every == 0:
+            self._log_interval(bar)
+        interrupted, out_of_time = self.world.any(self.interrupted, out_of_time)
+        if interrupted:
+            return INTERRUPTED
+        stop = stop_decision(state, self.settings, out_of_time, self.max_minutes)
+        if validation_due(state.step, self.settings, stop):
+            early = self.validate_and_save(scheduled=state.step % self.settings.valid_every == 0, bar=bar)
+            self.meter.restart()  # validation time is not training time
+            stop = early or stop
+        return stop
+
+    def _log_interval(self, bar: Any) -> None:
+        state = self.state
+        row = {"step": state.step, "epoch": state.epoch + 1, **self.meter.take(self.optimizer.param_groups[0]["lr"])}
+        if not self.recent:  # the first row of this process says what the data held
+            row.update(
+                train_pairs=len(self.train),
+                dropped_empty=self.train.dropped_empty,
+                dropped_long=self.train.dropped_long,
+            )
+        self.reporter.row(row)
+        self.recent = {"loss": row["loss"], "tgt_tokens_per_s": row["tgt_tokens_per_s"]}
+        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tgt_tokens_per_s']:.0f}")
+
+    def validate_and_save(self, scheduled: bool, bar: Any = None) -> Stop | None:
+        """Validate, log, save best/last; return an early stop or None.
+
+        Only ``scheduled`` validations (every ``valid_every`` steps) step the plateau
+        scheduler and count for early stopping; the extra validation when a budget
+        stops the run only updates ``best.pt``, so that a resumed run follows the
+        same learning-rate schedule as one that never stopped.
+        """
+        state = self.state
+        scores = self.world.from_main(self.validator(self.model) if self.world.is_main else None)
+        self.last_validated_step = state.step
+        if scheduled:
+            step_on_validation(self.scheduler, scores["valid_loss"])
+        lr = self.optimizer.param_groups[0]["lr"]
+        row = {"step": state.step, "epoch": state.epoch + 1, "lr": lr, **self.recent}
+        self.reporter.row({**row, **{k: round(v, 4) for k, v in scores.items()}})
+        self.reporter.message(
+            f"step {state.step}: valid loss {scores['valid_loss']:.3f}, ppl {scores['valid_ppl']:.2f}, "
+            f"greedy BLEU {scores['valid_bleu']:.2f}",
+            bar,
+        )
+        if scores["valid_bleu"] > state.best_bleu:
+            state.best_bleu = scores["valid_bleu"]
+            if self.world.is_main:
+                self.checkpointer.save("best.pt", self.model, state)
+        stop = self._early_stopping(scheduled, scores["valid_bleu"])
+        self.save_last()
+        return stop
+
+    def _early_stopping(self, scheduled: bool, bleu: float) -> Stop | None:
+        """Count scheduled validations without a better BLEU; stop after ``early_stopping`` of them."""
+        state, patience = self.state, self.settings.early_stopping
+        if not scheduled:
+            return None
+        if bleu > state.best_scheduled_bleu:
+            state.best_scheduled_bleu, state.bad_validations = bleu, 0
+            return None
+        state.bad_validations += 1
+        if patience > 0 and state.bad_validations >= patience:
+            return Stop(f"early stopping after {state.bad_validations} validations without a better BLEU", True)
+        return None
+
+
 class Trainer:
-    """One training run in ``out_dir``; ``run`` trains until a stopping rule fires."""
+    """One training run in ``out_dir``: set-up, then the loop, then the final save."""
 
     def __init__(self, config: Config, out_dir: Path, max_minutes: float, progress: bool = True) -> None:
         self.config = config
         self.out_dir = out_dir
         self.max_minutes = max_minutes or config.training.max_minutes
-        self.progress = progress
+        self.world = World()
+        self.reporter = Reporter(out_dir / "train_log.jsonl", progress, self.world.is_main)
         self.device = pick_device(config.training.device)
         self.autocast_dtype = choose_precision(config.training.precision, self.device)
-        self.log_path = out_dir / "train_log.jsonl"
-
-    def log(self, message: str) -> None:
-        print(f"[attnmt] {message}", file=sys.stderr, flush=True)
-
-    def write_log(self, row: dict[str, Any]) -> None:
-        with self.log_path.open("a", encoding="utf-8") as stream:
-            stream.write(json.dumps(row) + "\n")
 
     def autocast(self) -> Any:
         if self.autocast_dtype is None:
@@ -132,35 +339,35 @@ class Trainer:
     def run(self) -> TrainResult:
         config, out_dir = self.config, self.out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
-        last_path = out_dir / "last.pt"
-        resuming = last_path.is_file()
+        resuming = (out_dir / "last.pt").is_file()
         if resuming:
             check_resumable(config, out_dir)
         torch.manual_seed(config.training.seed)
         random.seed(config.training.seed)
-        tokenizer, train, valid = prepare_data(config, out_dir, resuming, self.log)
+        tokenizer, train, valid = prepare_data(config, out_dir, resuming, self.reporter)
         save_config(config, out_dir / "config.yaml")
-        self.log(
+        self.reporter.message(
             f"{len(train)} training pairs kept, {train.dropped_empty} empty and {train.dropped_long} longer than "
             f"{config.data.max_length} tokens skipped; {len(valid)} validation pairs"
         )
+        loop = self._build_loop(tokenizer, train, valid, resuming)
+        stop = loop.run()
+        return self._finish(loop, stop)
+
+    def _build_loop(
+        self, tokenizer: Tokenizer, train: EncodedCorpus, valid: list[tuple[str, str]], resuming: bool
+    ) -> Loop:
+        config = self.config
         max_source_length = config.data.max_length
         model = Seq2Seq.from_config(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, max_source_length)
         model.to(self.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.training.lr)
-        scheduler = make_scheduler(optimizer, config)
+        scheduler = make_scheduler(optimizer, config.training)
         state = TrainState()
         if resuming:
-            payload = checkpoint.load(last_path)
-            model.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
-            scheduler.load_state_dict(payload["scheduler"])
-            state = TrainState(**payload["train_state"])
-            torch.set_rng_state(payload["rng"]["torch"])
-            random.setstate(payload["rng"]["python"])
-            self.log(f"resuming {out_dir} at step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
+            state = self._resume(model, optimizer, scheduler)
         parameters = sum(p.numel() for p in model.parameters())
-        self.log(
+        self.reporter.message(
             f"model: {config.model.rnn} {config.model.decoder} decoder, {model.attention_name} attention, "
             f"{parameters / 1e6:.1f}M parameters; device {self.device}, "
             f"precision {self.autocast_dtype or 'fp32'}, {torch.get_num_threads()} threads"
@@ -170,253 +377,38 @@ class Trainer:
             "tgt_vocab_size": tokenizer.tgt_vocab_size,
             "max_source_length": max_source_length,
         }
-        loop = _Loop(self, model, optimizer, scheduler, state, tokenizer, train, valid, sizes)
-        return loop.run()
+        validator = Validator(tokenizer, valid, config, self.device, self.autocast)
+        checkpointer = Checkpointer(self.out_dir, config, sizes, self.device)
+        return Loop(
+            model, optimizer, scheduler, state, train, config.training, validator, checkpointer,
+            self.reporter, self.world, self.device, self.autocast, self.max_minutes,
+        )  # fmt: skip
 
+    def _resume(self, model: Seq2Seq, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainState:
+        path = self.out_dir / "last.pt"
+        payload = checkpoint.load(path)
+        model.load_state_dict(checkpoint.model_state(payload))
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        state = TrainState.from_dict(payload["train_state"], str(path))
+        restore_random_state(payload["rng"], self.device)
+        self.reporter.message(
+            f"resuming {self.out_dir} at step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})"
+        )
+        return state
 
-def check_resumable(config: Config, out_dir: Path) -> None:
-    """A resumed run must keep the data and model of the saved one (training may change)."""
-    saved_path = out_dir / "config.yaml"
-    if not saved_path.is_file():
-        return
-    saved = config_from_dict(read_yaml(saved_path), origin=str(saved_path))
-    for section in ("data", "model"):
-        old, new = getattr(saved, section), getattr(config, section)
-        for key, value in vars(new).items():
-            if getattr(old, key) != value:
-                raise ConfigError(
-                    f"{section}.{key}: {out_dir} was trained with {getattr(old, key)!r}, not {value!r}; "
-                    f"use a new --out directory or the saved config"
-                )
-
-
-class _Loop:
-    """The training loop proper (kept apart from set-up so each part reads on its own)."""
-
-    def __init__(
-        self,
-        trainer: Trainer,
-        model: Seq2Seq,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-        state: TrainState,
-        tokenizer: Tokenizer,
-        train: EncodedCorpus,
-        valid: list[tuple[str, str]],
-        sizes: dict[str, int],
-    ) -> None:
-        self.t = trainer
-        self.model, self.optimizer, self.scheduler, self.state = model, optimizer, scheduler, state
-        self.tokenizer, self.train, self.valid, self.sizes = tokenizer, train, valid, sizes
-        valid_src = tokenizer.encode_src([p[0] for p in valid])
-        valid_tgt = tokenizer.encode_tgt([p[1] for p in valid])
-        self.valid_ids = valid_src
-        self.valid_loss_corpus = filter_pairs(valid_src, valid_tgt, trainer.config.data.max_length)
-        self.recent: dict[str, float] = {}  # last logged training loss and speed, repeated in validation rows
-        self.last_validated_step = -1
-
-    def train_step(self, batch: Batch) -> float:
-        """Forward, label-smoothed loss averaged over target tokens, backward, clip, update."""
-        config = self.t.config.training
-        self.model.train()
-        with self.t.autocast():
-            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
-        loss = sequence_loss(logits, batch.tgt_out, config.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        (loss / batch.target_tokens).backward()
-        if config.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_norm)
-        self.optimizer.step()
-        if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step()
-        return float(loss.detach())
-
-    @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        """Validation loss and perplexity (teacher forcing) and greedy BLEU."""
-        self.model.eval()
-        total_loss, total_tokens = 0.0, 0
-        corpus = self.valid_loss_corpus
-        for indices in token_batches(corpus, self.t.config.training.batch_tokens, seed=0, epoch=0):
-            batch = make_batch([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices]).to(self.t.device)
-            with self.t.autocast():
-                logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)
-            total_loss += float(sequence_loss(logits, batch.tgt_out, 0.0))
-            total_tokens += batch.target_tokens
-        hyps = search_hypotheses(self.model, self.valid_ids, self.t.config, self.t.device, beam=1, batch_size=128)
-        outputs = [self.tokenizer.decode_tgt(h[0].tokens) for h in hyps]
-        scores = corpus_scores(outputs, [p[1] for p in self.valid])
-        valid_loss = total_loss / max(1, total_tokens)
-        return {"valid_loss": valid_loss, "valid_ppl": math.exp(min(valid_loss, 50)), "valid_bleu": scores["bleu"]}
-
-    def save(self, name: str, with_training_state: bool) -> None:
-        payload: dict[str, Any] = {
-            "model": self.model.state_dict(),
-            "config": self.t.config.to_dict(),
-            "step": self.state.step,
-            **self.sizes,
-        }
-        if with_training_state:
-            payload.update(
-                optimizer=self.optimizer.state_dict(),
-                scheduler=self.scheduler.state_dict(),
-                train_state=vars(self.state).copy(),
-                rng={"torch": torch.get_rng_state(), "python": random.getstate()},
-            )
-        checkpoint.save_atomic(payload, self.t.out_dir / name)
-
-    def _on_interrupt(self, signum: int, frame: Any) -> None:
-        """First Ctrl-C: finish the current step, save last.pt, stop. A second one stops at once."""
-        self.interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def run(self) -> TrainResult:
-        self.interrupted = False
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_interrupt) if in_main_thread else None
-        try:
-            return self._run()
-        finally:
-            if in_main_thread:
-                signal.signal(signal.SIGINT, previous)
-
-    def _run(self) -> TrainResult:
-        from tqdm import tqdm
-
-        config = self.t.config.training
-        state = self.state
-        started = time.monotonic()
-        budget = self.t.max_minutes * 60 if self.t.max_minutes > 0 else math.inf
-        interval_loss, interval_tokens, interval_start = 0.0, 0, time.monotonic()
-        total_tokens, total_time = 0, 0.0
-        stopped = "finished" if state.finished else ""
-        first_row = True
-        while not stopped and state.epoch < config.max_epochs:
-            batches = token_batches(self.train, config.batch_tokens, config.seed, state.epoch)
-            bar = tqdm(
-                total=len(batches),
-                initial=state.batch_in_epoch,
-                desc=f"epoch {state.epoch + 1}",
-                disable=not self.t.progress,
-                unit="batch",
-                dynamic_ncols=True,
-                file=sys.stderr,
-            )
-            try:
-                while state.batch_in_epoch < len(batches):
-                    indices = batches[state.batch_in_epoch]
-                    batch = make_batch([self.train.src[i] for i in indices], [self.train.tgt[i] for i in indices])
-                    loss = self.train_step(batch.to(self.t.device))
-                    state.step += 1
-                    state.batch_in_epoch += 1
-                    interval_loss += loss
-                    interval_tokens += batch.target_tokens
-                    bar.update(1)
-                    if state.step % config.log_every == 0:
-                        seconds = time.monotonic() - interval_start
-                        row = {
-                            "step": state.step,
-                            "epoch": state.epoch + 1,
-                            "loss": round(interval_loss / max(1, interval_tokens), 4),
-                            "lr": self.optimizer.param_groups[0]["lr"],
-                            "tgt_tokens_per_s": round(interval_tokens / max(seconds, 1e-9), 1),
-                            "elapsed_s": round(time.monotonic() - started, 1),
-                        }
-                        if first_row:
-                            row.update(
-                                train_pairs=len(self.train),
-                                dropped_empty=self.train.dropped_empty,
-                                dropped_long=self.train.dropped_long,
-                            )
-                            first_row = False
-                        self.t.write_log(row)
-                        self.recent = {"loss": row["loss"], "tgt_tokens_per_s": row["tgt_tokens_per_s"]}
-                        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tgt_tokens_per_s']:.0f}")
-                        total_tokens += interval_tokens
-                        total_time += seconds
-                        interval_loss, interval_tokens, interval_start = 0.0, 0, time.monotonic()
-                    out_of_time = time.monotonic() - started >= budget
-                    at_max_steps = config.max_steps > 0 and state.step >= config.max_steps
-                    if self.interrupted:
-                        stopped = "interrupted"
-                        break
-                    scheduled = state.step % config.valid_every == 0
-                    if scheduled or out_of_time or at_max_steps:
-                        stopped = self.validate_and_save(bar, scheduled)
-                        interval_start = time.monotonic()  # validation time is not training time
-                    if not stopped and out_of_time:
-                        stopped = f"time budget of {self.t.max_minutes:g} minutes reached"
-                    if not stopped and at_max_steps:
-                        stopped = f"training.max_steps={config.max_steps} reached"
-                    if stopped:
-                        break
-            finally:
-                bar.close()
-            if not stopped:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-        if stopped == "interrupted":
-            self.save("last.pt", with_training_state=True)
-            self.t.log(f"interrupted at step {state.step}; last.pt saved, rerun the same command to resume")
+    def _finish(self, loop: Loop, stop: Stop) -> TrainResult:
+        state = loop.state
+        if stop is INTERRUPTED:
+            loop.save_last()
+            self.reporter.message(f"interrupted at step {state.step}; last.pt saved, rerun the same command to resume")
             raise KeyboardInterrupt
-        if not stopped:
-            stopped = f"training.max_epochs={config.max_epochs} reached"
-            if self.last_validated_step != state.step:
-                self.validate_and_save(None, scheduled=False)
-        if "early stopping" in stopped or "max_epochs" in stopped:
-            state.finished = True
-        self.save("last.pt", with_training_state=True)
-        if not (self.t.out_dir / "best.pt").is_file():
-            self.save("best.pt", with_training_state=False)
-        self.t.log(f"stopped: {stopped}; best validation BLEU {state.best_bleu:.2f}")
-        return TrainResult(
-            self.t.out_dir, state.step, state.best_bleu, stopped, total_tokens / total_time if total_time else 0.0
-        )
-
-    def validate_and_save(self, bar: Any, scheduled: bool) -> str:
-        """Validate, log, save best/last; return a stop reason or ''.
-
-        Only ``scheduled`` validations (every ``valid_every`` steps) step the plateau
-        scheduler and count for early stopping; the extra validation when a budget
-        stops the run only updates ``best.pt``, so that a resumed run follows the
-        same learning-rate schedule as one that never stopped.
-        """
-        config = self.t.config.training
-        state = self.state
-        scores = self.validate()
-        self.last_validated_step = state.step
-        if scheduled and isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(scores["valid_loss"])
-        row = {
-            "step": state.step,
-            "epoch": state.epoch + 1,
-            "loss": self.recent.get("loss"),
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "tgt_tokens_per_s": self.recent.get("tgt_tokens_per_s"),
-            **{k: round(v, 4) for k, v in scores.items()},
-        }
-        self.t.write_log(row)
-        message = (
-            f"[attnmt] step {state.step}: valid loss {scores['valid_loss']:.3f}, ppl {scores['valid_ppl']:.2f}, "
-            f"greedy BLEU {scores['valid_bleu']:.2f}"
-        )
-        if bar is not None:
-            bar.write(message, file=sys.stderr)
-        else:
-            print(message, file=sys.stderr, flush=True)
-        stop = ""
-        if scores["valid_bleu"] > state.best_bleu:
-            state.best_bleu = scores["valid_bleu"]
-            self.save("best.pt", with_training_state=False)
-        if scheduled and scores["valid_bleu"] > state.best_scheduled_bleu:
-            state.best_scheduled_bleu = scores["valid_bleu"]
-            state.bad_validations = 0
-        elif scheduled:
-            state.bad_validations += 1
-            if config.early_stopping > 0 and state.bad_validations >= config.early_stopping:
-                stop = f"early stopping after {state.bad_validations} validations without a better BLEU"
-        self.save("last.pt", with_training_state=True)
-        return stop
+        state.finished = stop.finished
+        loop.save_last()
+        if self.world.is_main and not (self.out_dir / "best.pt").is_file():
+            loop.checkpointer.save("best.pt", loop.model, state)
+        self.reporter.message(f"stopped: {stop.reason}; best validation BLEU {state.best_bleu:.2f}")
+        return TrainResult(self.out_dir, state.step, state.best_bleu, stop.reason, loop.meter.overall_tokens_per_s())
 
 
 def train(config: Config, out_dir: str | Path, max_minutes: float = 0.0, progress: bool = True) -> TrainResult:
