@@ -21,9 +21,9 @@ import torch
 from attnmt.config import load_config
 from attnmt.data import filter_pairs, make_batch, read_parallel, token_batches
 from attnmt.device import choose_precision
+from attnmt.loss import sequence_loss
 from attnmt.model import Seq2Seq
 from attnmt.tokenizer import Tokenizer
-from attnmt.train import sequence_loss
 
 ROOT = Path(__file__).parent.parent
 

@@ -15,6 +15,9 @@ from attnmt.vocab import EOS_ID
 #: Small models train fastest on one thread (no OpenMP hand-offs for tiny matmuls).
 torch.set_num_threads(1)
 
+#: Devices the device-dependent tests run on: the CPU, and CUDA when torch sees one.
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
 DIGITS = list(range(4, 14))  # token ids of the ten "digits" of the toy tasks
 TOY_VOCAB = 14
 
@@ -46,7 +49,7 @@ def train_toy(
 ) -> Seq2Seq:
     """Teacher-forced training on (source, target) id pairs; returns the model in eval mode."""
     from attnmt.data import make_batch
-    from attnmt.train import sequence_loss
+    from attnmt.loss import sequence_loss
 
     torch.manual_seed(seed)
     rng = random.Random(seed)

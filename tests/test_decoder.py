@@ -57,3 +57,17 @@ def test_attention_beats_the_plain_encoder_decoder_on_long_sequences() -> None:
         scores[attention] = exact_match(model, test)
     assert scores["dot"] >= 0.8
     assert scores["dot"] > scores["none"] + 0.3
+
+
+@pytest.mark.parametrize("decoder,input_feeding", [("luong", False), ("luong", True), ("bahdanau", False)])
+def test_state_counts_steps_and_survives_reordering(decoder: str, input_feeding: bool) -> None:
+    torch.manual_seed(0)
+    model = toy_model(decoder=decoder, input_feeding=input_feeding).eval()
+    batch = make_batch([p[0] for p in reversal_pairs(3, 2, 5, seed=1)], [[4], [5], [6]])
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    assert state.step == 0
+    assert torch.equal(memory.keys, model.decoder.attention.project_keys(memory.encoder_outputs))
+    for t in range(3):
+        _, state, _ = model.step(batch.tgt_in[:, 0], state, memory)
+        assert state.step == t + 1
+    assert state.reorder(torch.tensor([2, 0])).step == 3

@@ -11,27 +11,31 @@ from attnmt.data import pad
 from attnmt.model import Seq2Seq
 from attnmt.search import beam_search, greedy_search, length_penalty, max_output_lengths
 from attnmt.vocab import BOS_ID, EOS_ID
-from conftest import reversal_pairs, toy_model
+from conftest import DEVICES, reversal_pairs, toy_model
 
 
 def _sources(count: int, seed: int) -> list[list[int]]:
     return [p[0] for p in reversal_pairs(count, 2, 9, seed=seed)]
 
 
-def _run(model: Seq2Seq, sources: list[list[int]], beam: int, alpha: float = 0.0, nbest: int = 1):
+def _run(model: Seq2Seq, sources: list[list[int]], beam: int, alpha: float = 0.0, nbest: int = 1, device: str = "cpu"):
     src, lengths = pad(sources)
+    src, lengths = src.to(device), lengths.to(device)
     limits = max_output_lengths(lengths, 1.5, 5)
+    model = model.to(device)
     if beam == 0:
-        return [[h] for h in greedy_search(model, src, lengths, limits, record_attention=True)]
+        return [[h] for h in greedy_search(model, src, lengths, limits, alpha, record_attention=True)]
     return beam_search(model, src, lengths, limits, beam, alpha, nbest, record_attention=True)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
-def test_beam_one_is_greedy(trained_reverser: Seq2Seq, alpha: float) -> None:
+def test_beam_one_is_greedy(trained_reverser: Seq2Seq, alpha: float, device: str) -> None:
     sources = _sources(40, seed=5)
-    greedy = _run(trained_reverser, sources, beam=0)
-    beam = _run(trained_reverser, sources, beam=1, alpha=alpha)
+    greedy = _run(trained_reverser, sources, beam=0, alpha=alpha, device=device)
+    beam = _run(trained_reverser, sources, beam=1, alpha=alpha, device=device)
     assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
+    assert [g[0].score for g in greedy] == pytest.approx([b[0].score for b in beam], abs=1e-4)
 
 
 def test_beam_one_is_greedy_on_an_untrained_model() -> None:
@@ -42,12 +46,13 @@ def test_beam_one_is_greedy_on_an_untrained_model() -> None:
     assert [g[0].tokens for g in _run(model, sources, 0)] == [b[0].tokens for b in _run(model, sources, 1, 0.6)]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("beam", [0, 1, 4])
-def test_sentence_translates_the_same_alone_or_in_a_batch(trained_reverser: Seq2Seq, beam: int) -> None:
+def test_sentence_translates_the_same_alone_or_in_a_batch(trained_reverser: Seq2Seq, beam: int, device: str) -> None:
     sources = _sources(30, seed=7)
-    batched = _run(trained_reverser, sources, beam)
+    batched = _run(trained_reverser, sources, beam, device=device)
     for index in (0, 5, 17, 29):
-        alone = _run(trained_reverser, [sources[index]], beam)
+        alone = _run(trained_reverser, [sources[index]], beam, device=device)
         assert alone[0][0].tokens == batched[index][0].tokens
         assert alone[0][0].score == pytest.approx(batched[index][0].score, abs=1e-4)
         assert torch.allclose(alone[0][0].attention, batched[index][0].attention, atol=1e-5)
@@ -110,3 +115,51 @@ def test_beam_search_finds_the_exhaustive_optimum(alpha: float) -> None:
     found = beam_search(model, src, lengths, torch.tensor([max_length]), beam=vocab**3, alpha=alpha)[0][0]
     assert found.tokens == best_tokens
     assert found.score == pytest.approx(best_score, abs=1e-4)
+
+
+def test_greedy_score_is_the_length_penalised_log_probability(trained_reverser: Seq2Seq) -> None:
+    source = _sources(1, seed=12)[0]
+    for alpha in (0.0, 1.0):
+        found = _run(trained_reverser, [source], beam=0, alpha=alpha)[0][0]
+        log_prob = _sequence_log_prob(trained_reverser, source, [*found.tokens, EOS_ID])
+        assert found.score == pytest.approx(log_prob / length_penalty(len(found.tokens) + 1, alpha), abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "changes,field",
+    [
+        ({"beam": 0}, "beam"),
+        ({"beam": 10_000}, "beam"),
+        ({"beam": 2, "nbest": 3}, "nbest"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_length_ratio": -1.0}, "max_length_ratio"),
+        ({"max_length_extra": 10**7}, "max_length_extra"),
+        ({"length_penalty": float("nan")}, "length_penalty"),
+    ],
+)
+def test_decoding_options_name_the_bad_option(changes: dict, field: str) -> None:
+    from dataclasses import replace
+
+    from attnmt.errors import InputError
+    from attnmt.search import DecodingOptions
+
+    with pytest.raises(InputError) as raised:
+        replace(DecodingOptions(), **changes).check()
+    assert raised.value.field == field
+
+
+def test_search_keeps_input_order_and_batches_by_length(trained_reverser: Seq2Seq) -> None:
+    from attnmt.search import DecodingOptions, search
+
+    sources = _sources(25, seed=13)
+    options = DecodingOptions(beam=3, nbest=2, batch_size=4, max_length_ratio=1.5, max_length_extra=5)
+    found = search(trained_reverser, sources, options, torch.device("cpu"))
+    one_batch = beam_search(trained_reverser, *pad(sources), max_output_lengths(pad(sources)[1], 1.5, 5), 3, 0.6, 2)
+    assert [[h.tokens for h in hyps] for hyps in found] == [[h.tokens for h in hyps] for hyps in one_batch]
+    assert all(len(hyps) == 2 for hyps in found)
+
+
+def test_output_length_is_capped() -> None:
+    from attnmt.limits import MAX_OUTPUT_TOKENS
+
+    assert int(max_output_lengths(torch.tensor([10_000]), 10.0, 500)[0]) == MAX_OUTPUT_TOKENS

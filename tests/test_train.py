@@ -38,13 +38,6 @@ def test_checkpoints_load_with_weights_only(tiny_model_dir: Path) -> None:
     assert "optimizer" in torch.load(tiny_model_dir / "last.pt", weights_only=True)
 
 
-def test_atomic_save_leaves_no_temporary_files(tmp_path: Path) -> None:
-    checkpoint.save_atomic({"x": torch.ones(2)}, tmp_path / "a.pt")
-    checkpoint.save_atomic({"x": torch.zeros(2)}, tmp_path / "a.pt")
-    assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]
-    assert torch.equal(checkpoint.load(tmp_path / "a.pt")["x"], torch.zeros(2))
-
-
 def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     """40 steps in one go == 20 steps, stop, rerun to 40 (dropout and batch order included)."""
     paths = write_tiny_corpus(tmp_path)
@@ -94,3 +87,17 @@ def test_warmup_decay_schedule(tmp_path: Path) -> None:
     assert lr[5] < lr[10] < lr[15] < lr[20]  # linear warmup
     assert lr[20] == pytest.approx(0.01, rel=0.06)
     assert lr[30] < lr[20]  # then 1/sqrt decay
+
+
+def test_stop_and_validation_decisions() -> None:
+    from attnmt.config import TrainingConfig
+    from attnmt.resume import TrainState
+    from attnmt.train import Stop, stop_decision, validation_due
+
+    config = TrainingConfig(max_steps=100, valid_every=40)
+    assert stop_decision(TrainState(step=99), config, out_of_time=False, max_minutes=0) is None
+    assert stop_decision(TrainState(step=100), config, False, 0) == Stop("training.max_steps=100 reached")
+    timed = stop_decision(TrainState(step=3), config, out_of_time=True, max_minutes=2.5)
+    assert timed == Stop("time budget of 2.5 minutes reached") and not timed.finished
+    assert validation_due(80, config, None) and not validation_due(81, config, None)
+    assert validation_due(81, config, timed)  # a budget stop validates first

@@ -46,3 +46,48 @@ def test_missing_model_dir(tmp_path: Path) -> None:
         Translator.load(tmp_path / "nope")
     with pytest.raises(ModelDirError, match="best.pt: checkpoint not found"):
         Translator.load(tmp_path)
+
+
+def test_translations_carry_everything_a_front_end_shows(tiny_model_dir: Path) -> None:
+    translator = Translator.load(tiny_model_dir)
+    results = translator.translations(["red dog", ""], beam=3, nbest=2, attention=True)
+    full, empty = results
+    assert full.text == tiny_translate("red dog") and full.source == "red dog"
+    assert full.target_tokens[-1] == "</s>" and full.source_tokens[-1] == "</s>"
+    assert [a.text for a in full.nbest][0] == full.text and len(full.nbest) == 2
+    assert full.nbest[0].score == full.score >= full.nbest[1].score
+    assert full.weights is not None and len(full.weights) == len(full.target_tokens)
+    assert all(len(row) == len(full.source_tokens) for row in full.weights)
+    assert (empty.text, empty.score, empty.nbest, empty.weights) == ("", None, [], None)
+    assert translator.translations(["red dog"])[0].weights is None  # attention only when asked for
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"beam": 0}, "beam"),
+        ({"beam": 2, "nbest": 3}, "nbest"),
+        ({"beam": 100_000}, "beam"),
+        ({"batch_size": -1}, "batch_size"),
+    ],
+)
+def test_api_mistakes_raise_input_error(tiny_model_dir: Path, kwargs: dict, field: str) -> None:
+    from attnmt.errors import AttnmtError, InputError
+
+    with pytest.raises(InputError) as raised:
+        Translator.load(tiny_model_dir).translations(["red dog"], **kwargs)
+    assert raised.value.field == field and isinstance(raised.value, AttnmtError)
+
+
+def test_over_long_and_non_string_texts_are_named(tiny_model_dir: Path) -> None:
+    from attnmt.errors import InputError
+    from attnmt.limits import MAX_INPUT_CHARS
+
+    translator = Translator.load(tiny_model_dir)
+    with pytest.raises(InputError, match=r"texts\[1\]: .* at most") as raised:
+        translator.translate(["red dog", "a" * (MAX_INPUT_CHARS + 1)])
+    assert raised.value.index == 1
+    with pytest.raises(InputError, match=r"texts\[0\]: expected a string"):
+        translator.translate([3])  # type: ignore[list-item]
+    with pytest.raises(InputError, match="texts: expected a list"):
+        translator.translate("red dog")  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ import torch
 from attnmt.config import Config, config_from_dict
 from attnmt.errors import ConfigError, ModelDirError
 from attnmt.model import Seq2Seq
+from attnmt.resume import TrainState, random_state
 from attnmt.tokenizer import Tokenizer
 
 FORMAT = "attnmt-1"
@@ -101,3 +102,21 @@ def load_model_dir(directory: Path, checkpoint_name: str = "best.pt") -> LoadedM
         raise ModelDirError(f"{path}: the config inside is not valid ({error})") from None
     model = build_model(payload, config).eval()
     return LoadedModel(model, Tokenizer.load(directory), config, payload)
+
+
+class Checkpointer:
+    """Writes ``last.pt`` (with everything needed to resume) and ``best.pt`` (weights) atomically."""
+
+    def __init__(self, out_dir: Path, config: Config, sizes: dict[str, int], device: torch.device) -> None:
+        self.out_dir, self.config, self.sizes, self.device = out_dir, config, sizes, device
+
+    def save(self, name: str, model: Seq2Seq, state: TrainState, training: dict[str, Any] | None = None) -> None:
+        payload: dict[str, Any] = {
+            "model": model.state_dict(),
+            "config": self.config.to_dict(),
+            "step": state.step,
+            **self.sizes,
+        }
+        if training is not None:
+            payload.update(training, train_state=vars(state).copy(), rng=random_state(self.device))
+        save_atomic(payload, self.out_dir / name)

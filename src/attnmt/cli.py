@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from attnmt import __version__
 from attnmt.errors import AttnmtError, InputError
@@ -219,19 +220,15 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="attnmt", description="Attention encoder-decoder machine translation you can see and check."
-    )
-    parser.add_argument("--version", action="version", version=f"attnmt {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_quickstart(commands: Any) -> None:
     quick = commands.add_parser("quickstart", help="train, evaluate and explain on the bundled Multi30k en-de")
     quick.add_argument("--minutes", type=_minutes, default=11.0, help="training budget in minutes (default 11)")
     quick.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
     quick.add_argument("--threads", type=_positive, help="CPU threads for torch (default: all cores)")
     quick.set_defaults(handler=cmd_quickstart)
 
+
+def _add_train(commands: Any) -> None:
     train = commands.add_parser("train", help="train a model; rerun on the same --out to resume")
     train.add_argument("--config", required=True, help="YAML config (see configs/)")
     train.add_argument("--out", help="output directory (default runs/<config name>)")
@@ -247,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=cmd_train)
 
+
+def _add_translate(commands: Any) -> None:
     translate = commands.add_parser("translate", help="translate lines of text")
     translate.add_argument("--model", required=True, help="model directory written by attnmt train")
     translate.add_argument("--input", default="-", help="input file, one sentence per line (default stdin)")
@@ -261,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--threads", type=_positive, help="CPU threads for torch")
     translate.set_defaults(handler=cmd_translate)
 
+
+def _add_evaluate(commands: Any) -> None:
     evaluate = commands.add_parser("evaluate", help="translate a test set and score it with sacreBLEU")
     evaluate.add_argument(
         "--model",
@@ -279,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threads", type=_positive, help="CPU threads for torch")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+
+def _add_explain(commands: Any) -> None:
     explain = commands.add_parser("explain", help="every number of attention for one sentence, step by step")
     explain.add_argument("sentence", nargs="?", help="the source sentence to explain")
     explain.add_argument("--model", help="model directory written by attnmt train")
@@ -294,11 +297,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--threads", type=_positive, help="CPU threads for torch")
     explain.set_defaults(handler=cmd_explain)
 
-    plot = commands.add_parser("plot", help="heatmaps from a translate --attention file")
-    plot.add_argument("file", help="JSONL written by attnmt translate --attention")
-    plot.add_argument("--out", required=True, help="directory for the images")
-    plot.add_argument("--format", choices=["png", "svg"], default="png")
-    plot.set_defaults(handler=cmd_plot)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnmt", description="Attention encoder-decoder machine translation you can see and check."
+    )
+    parser.add_argument("--version", action="version", version=f"attnmt {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_quickstart(commands)
+    _add_train(commands)
+    _add_translate(commands)
+    _add_evaluate(commands)
+    _add_explain(commands)
     return parser
 
 

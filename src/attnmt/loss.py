@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from attnmt.vocab import PAD_ID
+
 
 class _LabelSmoothedNLL(torch.autograd.Function):
     """Forward turns the logits into softmax probabilities in place; backward reuses them."""
@@ -68,3 +70,8 @@ def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, epsilon: floa
     holds the softmax, then the gradient, afterwards).
     """
     return _LabelSmoothedNLL.apply(logits.float(), target, epsilon, ignore_index)
+
+
+def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Summed label-smoothed cross-entropy over all real target tokens: logits (B, T, V) vs (B, T)."""
+    return label_smoothed_nll(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1), label_smoothing, PAD_ID)

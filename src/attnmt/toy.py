@@ -21,8 +21,8 @@ from attnmt.config import ModelConfig
 from attnmt.data import make_batch
 from attnmt.decoder import LuongDecoder
 from attnmt.explain import _floats, trace
+from attnmt.loss import sequence_loss
 from attnmt.model import Seq2Seq
-from attnmt.train import sequence_loss
 from attnmt.vocab import EOS_ID
 
 SOURCE_VOCAB = ["<pad>", "<unk>", "<s>", "</s>", "let's", "to", "go"]

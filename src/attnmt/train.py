@@ -30,25 +30,19 @@ from typing import Any
 import torch
 
 from attnmt import checkpoint
+from attnmt.checkpoint import Checkpointer
 from attnmt.config import Config, TrainingConfig, save_config
 from attnmt.data import Batch, EncodedCorpus, filter_pairs, make_batch, read_parallel, token_batches
 from attnmt.device import choose_precision, pick_device
 from attnmt.distributed import World
 from attnmt.errors import ConfigError
-from attnmt.loss import label_smoothed_nll
-from attnmt.metrics import corpus_scores
+from attnmt.loss import sequence_loss
 from attnmt.model import Seq2Seq
 from attnmt.reporting import IntervalMeter, Reporter
-from attnmt.resume import TrainState, check_resumable, random_state, restore_random_state
+from attnmt.resume import TrainState, check_resumable, restore_random_state
 from attnmt.schedule import make_scheduler, step_on_update, step_on_validation
-from attnmt.search import DecodingOptions, search
 from attnmt.tokenizer import Tokenizer
-from attnmt.vocab import PAD_ID
-
-
-def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Summed label-smoothed cross-entropy over all real target tokens (B, T, V) vs (B, T)."""
-    return label_smoothed_nll(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1), label_smoothing, PAD_ID)
+from attnmt.validation import Validator
 
 
 @dataclass(frozen=True)
@@ -111,54 +105,6 @@ def prepare_data(
         raise ConfigError(f"data: no training pair is left after filtering by data.max_length={d.max_length}")
     valid = [p for p in valid_pairs if p[0]]
     return tokenizer, train, valid
-
-
-class Validator:
-    """Validation loss and perplexity (teacher forcing) and greedy BLEU on the validation set."""
-
-    def __init__(
-        self, tokenizer: Tokenizer, valid: list[tuple[str, str]], config: Config, device: torch.device, autocast: Any
-    ) -> None:
-        self.tokenizer, self.references, self.device, self.autocast = tokenizer, [p[1] for p in valid], device, autocast
-        self.src_ids = tokenizer.encode_src([p[0] for p in valid])
-        self.loss_corpus = filter_pairs(self.src_ids, tokenizer.encode_tgt(self.references), config.data.max_length)
-        self.batch_tokens = config.training.batch_tokens
-        self.options = DecodingOptions.from_config(config.decoding).with_overrides(beam=1, batch_size=128)
-
-    @torch.no_grad()
-    def __call__(self, model: Seq2Seq) -> dict[str, float]:
-        model.eval()
-        total_loss, total_tokens = 0.0, 0
-        corpus = self.loss_corpus
-        for indices in token_batches(corpus, self.batch_tokens, seed=0, epoch=0):
-            batch = make_batch([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices]).to(self.device)
-            with self.autocast():
-                logits = model(batch.src, batch.src_lengths, batch.tgt_in)
-            total_loss += float(sequence_loss(logits, batch.tgt_out, 0.0))
-            total_tokens += batch.target_tokens
-        hyps = search(model, self.src_ids, self.options, self.device)
-        outputs = [self.tokenizer.decode_tgt(h[0].tokens) for h in hyps]
-        valid_loss = total_loss / max(1, total_tokens)
-        bleu = corpus_scores(outputs, self.references)["bleu"]
-        return {"valid_loss": valid_loss, "valid_ppl": math.exp(min(valid_loss, 50)), "valid_bleu": bleu}
-
-
-class Checkpointer:
-    """Writes ``last.pt`` (with everything needed to resume) and ``best.pt`` (weights) atomically."""
-
-    def __init__(self, out_dir: Path, config: Config, sizes: dict[str, int], device: torch.device) -> None:
-        self.out_dir, self.config, self.sizes, self.device = out_dir, config, sizes, device
-
-    def save(self, name: str, model: Seq2Seq, state: TrainState, training: dict[str, Any] | None = None) -> None:
-        payload: dict[str, Any] = {
-            "model": model.state_dict(),
-            "config": self.config.to_dict(),
-            "step": state.step,
-            **self.sizes,
-        }
-        if training is not None:
-            payload.update(training, train_state=vars(state).copy(), rng=random_state(self.device))
-        checkpoint.save_atomic(payload, self.out_dir / name)
 
 
 class Loop:
