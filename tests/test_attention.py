@@ -83,11 +83,14 @@ def test_location_scores_depend_on_query_only() -> None:
     assert torch.equal(out_a.weights, out_b.weights)
 
 
-def test_location_rejects_longer_sources() -> None:
+def test_location_gives_no_weight_beyond_the_positions_it_learned() -> None:
+    """A source longer than any training sentence translates: the extra positions get weight 0."""
     attention = LocationAttention(H, max_source_length=3)
-    values = torch.randn(1, 4, H)
-    with pytest.raises(ValueError, match="at most 3"):
-        attention(torch.randn(1, 1, H), values, values, torch.ones(1, 4, dtype=torch.bool))
+    values = torch.randn(2, 5, H)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    out = attention(torch.randn(2, 1, H), values, values, mask)
+    assert torch.all(out.weights[0, :, 3:] == 0) and torch.all(out.weights[1, :, 2:] == 0)
+    assert torch.allclose(out.weights.sum(-1), torch.ones(2, 1))
 
 
 @pytest.mark.parametrize("name", sorted(ATTENTION))

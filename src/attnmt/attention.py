@@ -193,6 +193,8 @@ class LocationAttention(Attention):
 
     The weights depend on the decoder query alone, one learned score per source
     *position* (up to ``max_source_length``), not on the source words themselves.
+    Positions beyond ``max_source_length`` (longer than any training sentence)
+    have no learned score: they get score -inf, so weight 0.
     """
 
     name = "location"
@@ -206,12 +208,12 @@ class LocationAttention(Attention):
         self.W_a = nn.Linear(query_size, max_source_length)
 
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        source_length = keys.size(1)
-        if source_length > self.W_a.out_features:
-            raise ValueError(
-                f"location attention was built for at most {self.W_a.out_features} source tokens, got {source_length}"
-            )
-        return self.W_a(query)[..., :source_length]  # (B, T, S)
+        source_length, known = keys.size(1), self.W_a.out_features
+        scores = self.W_a(query)[..., :source_length]  # (B, T, min(S, known))
+        if source_length > known:
+            unknown = scores.new_full((*scores.shape[:-1], source_length - known), float("-inf"))
+            scores = torch.cat([scores, unknown], dim=-1)  # (B, T, S)
+        return scores
 
 
 #: Scoring functions by config name (``model.attention``); "none" means no attention.

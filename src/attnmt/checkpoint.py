@@ -13,8 +13,6 @@ model from a checkpoint's config and weights.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,10 @@ import torch
 
 from attnmt.config import Config, config_from_dict
 from attnmt.errors import ConfigError, ModelDirError
+from attnmt.files import atomic_output
 from attnmt.model import Seq2Seq
 from attnmt.resume import TrainState, random_state
-from attnmt.tokenizer import Tokenizer
+from attnmt.tokenizer import Tokenizer, tokenizer_fingerprint
 
 FORMAT = "attnmt-1"
 
@@ -35,16 +34,8 @@ RENAMED_PARAMETERS = {"generator.": "output_layer."}
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """Write ``payload`` to ``path`` via a temporary file and an atomic rename."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save({"format": FORMAT, **payload}, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, binary=True) as stream:
+        torch.save({"format": FORMAT, **payload}, stream)
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -71,12 +62,40 @@ def model_state(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_model(payload: dict[str, Any], config: Config) -> Seq2Seq:
-    """A model with the architecture of ``config`` and the weights of a checkpoint."""
+#: Entries every checkpoint holds, and their types.
+REQUIRED = {"model": dict, "config": dict, "src_vocab_size": int, "tgt_vocab_size": int, "max_source_length": int}
+
+
+def check_payload(payload: dict[str, Any], path: Path) -> Config:
+    """The checkpoint's config, once its entries have the right types and sane sizes."""
+    for key, kind in REQUIRED.items():
+        if not isinstance(payload.get(key), kind):
+            raise ModelDirError(f"{path}: damaged checkpoint ({key} is missing or not a {kind.__name__})")
+    try:
+        config = config_from_dict(payload["config"], origin=str(path))
+    except ConfigError as error:
+        raise ModelDirError(f"{path}: the config inside is not valid ({error})") from None
+    for key in ("src_vocab_size", "tgt_vocab_size"):
+        if not 4 < payload[key] <= 1_000_000:
+            raise ModelDirError(f"{path}: damaged checkpoint ({key} = {payload[key]})")
+    if not 0 < payload["max_source_length"] <= 10_000:
+        raise ModelDirError(f"{path}: damaged checkpoint (max_source_length = {payload['max_source_length']})")
+    return config
+
+
+def build_model(payload: dict[str, Any], config: Config, path: Path = Path("checkpoint")) -> Seq2Seq:
+    """A model with the architecture of ``config`` and the (finite) weights of a checkpoint."""
     model = Seq2Seq.from_config(
         config.model, payload["src_vocab_size"], payload["tgt_vocab_size"], payload["max_source_length"]
     )
-    model.load_state_dict(model_state(payload))
+    state = model_state(payload)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as error:
+        first = str(error).split("\n\t")[1].strip() if "\n\t" in str(error) else str(error)[:200]
+        raise ModelDirError(f"{path}: the weights do not fit the model its config describes ({first})") from None
+    if not all(bool(torch.isfinite(value).all()) for value in state.values() if value.is_floating_point()):
+        raise ModelDirError(f"{path}: the weights hold NaN or infinite values")
     return model
 
 
@@ -90,18 +109,33 @@ class LoadedModel:
     payload: dict[str, Any]
 
 
+def check_tokenizer(tokenizer: Tokenizer, payload: dict[str, Any], directory: Path, path: Path) -> None:
+    """The sentencepiece model(s) must be the very ones the checkpoint was trained with."""
+    expected = payload.get("tokenizer_sha256")
+    if isinstance(expected, dict) and expected != tokenizer_fingerprint(directory):
+        raise ModelDirError(
+            f"{directory}: the sentencepiece model is not the one {path.name} was trained with "
+            "(its checksum differs); copy the model directory whole"
+        )
+    sizes = (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    if sizes != (payload["src_vocab_size"], payload["tgt_vocab_size"]):
+        raise ModelDirError(
+            f"{directory}: the sentencepiece model has {sizes[0]}/{sizes[1]} pieces but {path.name} was trained "
+            f"with {payload['src_vocab_size']}/{payload['tgt_vocab_size']}"
+        )
+
+
 def load_model_dir(directory: Path, checkpoint_name: str = "best.pt") -> LoadedModel:
-    """Read and rebuild a model directory written by ``attnmt train``."""
+    """Read, check and rebuild a model directory written by ``attnmt train``."""
     if not directory.is_dir():
         raise ModelDirError(f"{directory}: model directory not found")
     path = directory / checkpoint_name
     payload = load(path)
-    try:
-        config = config_from_dict(payload["config"], origin=str(path))
-    except ConfigError as error:
-        raise ModelDirError(f"{path}: the config inside is not valid ({error})") from None
-    model = build_model(payload, config).eval()
-    return LoadedModel(model, Tokenizer.load(directory), config, payload)
+    config = check_payload(payload, path)
+    tokenizer = Tokenizer.load(directory)
+    check_tokenizer(tokenizer, payload, directory, path)
+    model = build_model(payload, config, path).eval()
+    return LoadedModel(model, tokenizer, config, payload)
 
 
 class Checkpointer:
@@ -115,6 +149,7 @@ class Checkpointer:
             "model": model.state_dict(),
             "config": self.config.to_dict(),
             "step": state.step,
+            "tokenizer_sha256": tokenizer_fingerprint(self.out_dir),
             **self.sizes,
         }
         if training is not None:

@@ -9,6 +9,7 @@ overrides are applied and checked the same way.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any, Literal
 
 import yaml
 
+from attnmt import limits
 from attnmt.errors import ConfigError
+from attnmt.files import write_text
 
 #: Prefix of paths inside the installed package (the bundled corpus).
 BUNDLED_PREFIX = "bundled:"
@@ -80,6 +83,7 @@ class TrainingConfig:
     max_epochs: int = 30
     max_steps: int = 0
     max_minutes: float = 0.0
+    save_every: int = 200
     seed: int = 1
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -129,8 +133,8 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -155,32 +159,71 @@ def _build_section(name: str, values: Any) -> Any:
     return cls(**checked)
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number: ``low`` to ``high``, each end included unless marked open."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    says: str = ""  # the rule in words, when brackets would say it less clearly
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if self.says:
+            return self.says
+        low, high = (f"{x:g}" if isinstance(x, float) else str(x) for x in (self.low, self.high))
+        return f"must be in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+#: Every numeric key and its allowed values (limits on decoding come from ``limits.py``).
+RANGES: dict[str, Range] = {
+    "data.max_length": Range(1, 10_000),
+    "data.vocab_size": Range(
+        300, 1_000_000, says="must be at least 300 (256 byte pieces make any text representable) and at most 1000000"
+    ),
+    "model.layers": Range(1, 4, says="must be 1 to 4"),
+    "model.embedding_size": Range(1, 8192),
+    "model.hidden_size": Range(1, 8192),
+    "model.dropout": Range(0.0, 1.0, high_open=True),
+    "model.init_range": Range(0.0, 10.0, low_open=True),
+    "training.batch_tokens": Range(1, 10_000_000),
+    "training.lr": Range(0.0, 10.0, low_open=True, says="must be positive and at most 10"),
+    "training.clip_norm": Range(0.0, 1e6),
+    "training.label_smoothing": Range(0.0, 1.0, high_open=True),
+    "training.decay_factor": Range(0.0, 1.0, low_open=True, high_open=True),
+    "training.patience": Range(0, 1_000_000),
+    "training.warmup_steps": Range(1, 1_000_000_000),
+    "training.min_lr": Range(0.0, 10.0),
+    "training.valid_every": Range(1, 1_000_000_000),
+    "training.log_every": Range(1, 1_000_000_000),
+    "training.save_every": Range(0, 1_000_000_000),
+    "training.early_stopping": Range(0, 1_000_000),
+    "training.max_epochs": Range(1, 1_000_000),
+    "training.max_steps": Range(0, 10**12),
+    "training.max_minutes": Range(0.0, 1e7),
+    "training.seed": Range(0, 2**32 - 1),
+    "training.threads": Range(0, 1024),
+    "decoding.beam": Range(1, limits.MAX_BEAM),
+    "decoding.length_penalty": Range(0.0, 10.0),
+    "decoding.max_length_ratio": Range(0.0, limits.MAX_LENGTH_RATIO, low_open=True),
+    "decoding.max_length_extra": Range(0, limits.MAX_LENGTH_EXTRA),
+    "decoding.batch_size": Range(1, limits.MAX_BATCH_SIZE),
+}
+
+
 def _check_ranges(config: Config) -> None:
-    """Cross-field and range checks that types alone cannot express."""
-    positive = {
-        "data.max_length": config.data.max_length,
-        "data.vocab_size": config.data.vocab_size,
-        "model.layers": config.model.layers,
-        "model.embedding_size": config.model.embedding_size,
-        "model.hidden_size": config.model.hidden_size,
-        "training.batch_tokens": config.training.batch_tokens,
-        "training.valid_every": config.training.valid_every,
-        "training.log_every": config.training.log_every,
-        "training.max_epochs": config.training.max_epochs,
-        "decoding.beam": config.decoding.beam,
-        "decoding.batch_size": config.decoding.batch_size,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key}: must be positive, got {value}")
-    if not 1 <= config.model.layers <= 4:
-        raise ConfigError(f"model.layers: must be 1 to 4, got {config.model.layers}")
-    if not 0.0 <= config.model.dropout < 1.0:
-        raise ConfigError(f"model.dropout: must be in [0, 1), got {config.model.dropout}")
-    if not 0.0 <= config.training.label_smoothing < 1.0:
-        raise ConfigError(f"training.label_smoothing: must be in [0, 1), got {config.training.label_smoothing}")
-    if config.training.lr <= 0:
-        raise ConfigError(f"training.lr: must be positive, got {config.training.lr}")
+    """Range checks from ``RANGES``, then the cross-field checks that types alone cannot express."""
+    for key, allowed in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if not allowed.holds(value):
+            raise ConfigError(f"{key}: {allowed}, got {value}")
     if config.model.bidirectional and config.model.hidden_size % 2:
         raise ConfigError(
             f"model.hidden_size: a bidirectional encoder splits it in two halves, so it must be even, "
@@ -188,10 +231,9 @@ def _check_ranges(config: Config) -> None:
         )
     if config.model.input_feeding and (config.model.decoder != "luong" or config.model.attention == "none"):
         raise ConfigError("model.input_feeding: only the luong decoder with an attention feeds h~ back")
-    if config.data.vocab_size < 300:
+    if config.training.min_lr > config.training.lr:
         raise ConfigError(
-            f"data.vocab_size: must be at least 300 (256 byte pieces make any text representable), "
-            f"got {config.data.vocab_size}"
+            f"training.min_lr: must not exceed training.lr ({config.training.lr}), got {config.training.min_lr}"
         )
 
 
@@ -256,5 +298,5 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """Write the fully resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write the fully resolved config as YAML (atomically)."""
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from attnmt.config import BUNDLED_PREFIX
-from attnmt.errors import DataError
+from attnmt.config import BUNDLED_PREFIX, Config
+from attnmt.errors import ConfigError, DataError
+from attnmt.tokenizer import Tokenizer
 from attnmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -32,24 +35,34 @@ def resolve_path(path: str) -> Path:
     return Path(path).expanduser()
 
 
-def read_lines(path: str) -> list[str]:
-    """All lines of a UTF-8 text file (plain or .gz), without line endings."""
-    resolved = resolve_path(path)
-    if not resolved.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        raw = gzip.decompress(resolved.read_bytes()) if resolved.suffix == ".gz" else resolved.read_bytes()
-    except (OSError, EOFError) as error:
-        raise DataError(f"{path}: cannot read ({error})") from None
+def decode_lines(raw: bytes, name: str) -> list[str]:
+    """Lines of UTF-8 text, split at "\\n" only (a final "\\r" is dropped: CRLF files read alike).
+
+    Unicode line separators (U+2028, U+0085, form feed, ...) stay inside their line,
+    so line N of the output always belongs to line N of the input. Invalid UTF-8 is
+    a ``DataError`` naming ``name`` and the line.
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {raw[error.start]:#04x})") from None
+        raise DataError(f"{name}:{line}: not valid UTF-8 (byte {raw[error.start]:#04x})") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [line.rstrip("\r") for line in lines]
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def read_lines(path: str) -> list[str]:
+    """All lines of a UTF-8 text file (plain or .gz), without line endings."""
+    resolved = resolve_path(path)
+    if not resolved.is_file():
+        raise DataError(f"{path}: file not found" if not resolved.exists() else f"{path}: not a file")
+    try:
+        raw = gzip.decompress(resolved.read_bytes()) if resolved.suffix == ".gz" else resolved.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{path}: cannot read ({error})") from None
+    return decode_lines(raw, path)
 
 
 def read_parallel(src: str = "", tgt: str = "", tsv: str = "") -> list[tuple[str, str]]:
@@ -176,3 +189,35 @@ def token_batches(corpus: EncodedCorpus, batch_tokens: int, seed: int, epoch: in
             batches.append(batch)
     shuffled = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in shuffled]
+
+
+def prepare_data(
+    config: Config, out_dir: Path, resuming: bool, log: Callable[[str], None]
+) -> tuple[Tokenizer, EncodedCorpus, list[tuple[str, str]]]:
+    """Read the corpora, train (or load) the tokenizer, encode and filter."""
+    d = config.data
+    if not (d.train_tsv or (d.train_src and d.train_tgt)):
+        raise ConfigError("data: give train_src and train_tgt (or train_tsv)")
+    if not (d.valid_tsv or (d.valid_src and d.valid_tgt)):
+        raise ConfigError("data: give valid_src and valid_tgt (or valid_tsv)")
+    train_pairs = read_parallel(d.train_src, d.train_tgt, d.train_tsv)
+    valid_pairs = read_parallel(d.valid_src, d.valid_tgt, d.valid_tsv)
+    kept = [p for p in train_pairs if p[0] and p[1]]
+    if not kept:
+        raise DataError(f"{d.train_tsv or d.train_src}: no sentence pair has text on both sides")
+    valid = [p for p in valid_pairs if p[0]]
+    if not valid:
+        raise DataError(f"{d.valid_tsv or d.valid_src}: every validation source line is empty")
+    if resuming and Tokenizer.exists(out_dir):
+        tokenizer = Tokenizer.load(out_dir)
+    else:
+        log(f"training {d.tokenizer} sentencepiece model(s), vocab {d.vocab_size}, joint={d.joint_vocab}")
+        tokenizer = Tokenizer.train(kept, out_dir, d.vocab_size, d.tokenizer, d.joint_vocab, config.training.seed)
+    train = filter_pairs(
+        tokenizer.encode_src([p[0] for p in train_pairs]),
+        tokenizer.encode_tgt([p[1] for p in train_pairs]),
+        d.max_length,
+    )
+    if len(train) == 0:
+        raise ConfigError(f"data: no training pair is left after filtering by data.max_length={d.max_length}")
+    return tokenizer, train, valid

@@ -25,3 +25,15 @@ class InputError(AttnmtError):
         self.field = field
         self.detail = message
         self.index = index  # which input text, when one text is at fault
+
+
+class TrainingError(AttnmtError):
+    """Training cannot go on (the loss became NaN, a checkpoint cannot be written); the message says what is kept."""
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal (SIGINT, SIGTERM) after saving ``last.pt``; the exit status is 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum

@@ -34,6 +34,37 @@ def _image_path(path: str | Path) -> Path:
     return path
 
 
+def _save(plt: Any, figure: Any, path: Path) -> None:
+    """Write the figure whole or not at all, creating the folder if needed."""
+    from attnmt.errors import AttnmtError
+    from attnmt.files import atomic_output
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AttnmtError(f"{path.parent}: cannot create the folder ({error.strerror})") from None
+    try:
+        with atomic_output(path, binary=True) as stream:
+            figure.savefig(stream, format=path.suffix[1:].lower())
+    finally:
+        plt.close(figure)
+
+
+def check_attention_row(row: Any) -> tuple[list[str], list[str], list[list[float]]]:
+    """Source tokens, target tokens and a weight matrix of matching shape, or ValueError saying what is wrong."""
+    source, target, weights = row["source_tokens"], row["target_tokens"], row["weights"]
+    if not all(isinstance(t, str) for t in [*source, *target]):
+        raise ValueError("tokens must be strings")
+    if weights and len(weights) != len(target):
+        raise ValueError(f"{len(weights)} weight rows for {len(target)} target tokens")
+    for row_weights in weights:
+        if len(row_weights) != len(source):
+            raise ValueError(f"a weight row has {len(row_weights)} values for {len(source)} source tokens")
+        if not all(isinstance(w, (int, float)) and 0.0 <= w <= 1.0 for w in row_weights):
+            raise ValueError("weights must be numbers between 0 and 1")
+    return source, target, weights
+
+
 def plot_attention(
     source_tokens: list[str], target_tokens: list[str], weights: list[list[float]], path: str | Path, title: str
 ) -> Path:
@@ -51,9 +82,7 @@ def plot_attention(
     axes.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axes, label="attention weight")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    _save(plt, figure, path)
     return path
 
 
@@ -75,9 +104,7 @@ def plot_bleu_by_length(series: dict[str, list[dict[str, Any]]], path: str | Pat
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    _save(plt, figure, path)
     return path
 
 
@@ -94,18 +121,22 @@ def plot_attention_file(path: str | Path, out_dir: Path, image_format: str = "pn
         raise AttnmtError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise AttnmtError(f"{path}: cannot read ({error})") from None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AttnmtError(f"{out_dir}: --out names a file; give a folder for the images")
     written = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            source, target, weights = row["source_tokens"], row["target_tokens"], row["weights"]
+            source, target, weights = check_attention_row(row)
         except (json.JSONDecodeError, KeyError, TypeError):
             raise AttnmtError(
                 f"{path}:{number}: not a row of attnmt translate --attention "
                 "(needs source_tokens, target_tokens, weights)"
             ) from None
+        except ValueError as error:
+            raise AttnmtError(f"{path}:{number}: {error}") from None
         if not weights:
             continue
         title = f"{row.get('model', path.stem)}, line {row.get('line', number)}: {row.get('scoring', '?')} attention"

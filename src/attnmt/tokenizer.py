@@ -8,12 +8,14 @@ model (see ``vocab.py``).
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
 import sentencepiece as spm
 
 from attnmt.errors import ModelDirError
+from attnmt.files import atomic_output
 from attnmt.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 SRC_MODEL, TGT_MODEL, JOINT_MODEL = "spm.src.model", "spm.tgt.model", "spm.joint.model"
@@ -43,6 +45,27 @@ def train_sentencepiece(sentences: list[str], vocab_size: int, model_type: str, 
     return model.getvalue()
 
 
+def _processor(path: Path) -> spm.SentencePieceProcessor:
+    """A sentencepiece model that loads and reserves attnmt's special ids, or ModelDirError."""
+    try:
+        processor = spm.SentencePieceProcessor(model_file=str(path))
+    except (OSError, RuntimeError, ValueError):
+        raise ModelDirError(f"{path}: not a readable sentencepiece model (damaged or foreign file)") from None
+    specials = [processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id()]
+    if specials != [PAD_ID, UNK_ID, BOS_ID, EOS_ID]:
+        raise ModelDirError(f"{path}: a sentencepiece model not trained by attnmt (special ids {specials})")
+    return processor
+
+
+def tokenizer_fingerprint(model_dir: Path) -> dict[str, str]:
+    """SHA-256 of each sentencepiece model file in ``model_dir`` (stored in checkpoints, checked on load)."""
+    return {
+        name: hashlib.sha256((model_dir / name).read_bytes()).hexdigest()
+        for name in (JOINT_MODEL, SRC_MODEL, TGT_MODEL)
+        if (model_dir / name).is_file()
+    }
+
+
 class Tokenizer:
     """Source and target sentencepiece processors (the same object when joint)."""
 
@@ -62,24 +85,25 @@ class Tokenizer:
     ) -> Tokenizer:
         """Train on the training pairs, save the model file(s) in ``out_dir``, load them."""
         if joint:
-            model = train_sentencepiece([s for p in pairs for s in p], vocab_size, model_type, seed)
-            (out_dir / JOINT_MODEL).write_bytes(model)
+            models = {JOINT_MODEL: train_sentencepiece([s for p in pairs for s in p], vocab_size, model_type, seed)}
         else:
-            (out_dir / SRC_MODEL).write_bytes(train_sentencepiece([p[0] for p in pairs], vocab_size, model_type, seed))
-            (out_dir / TGT_MODEL).write_bytes(train_sentencepiece([p[1] for p in pairs], vocab_size, model_type, seed))
+            models = {
+                SRC_MODEL: train_sentencepiece([p[0] for p in pairs], vocab_size, model_type, seed),
+                TGT_MODEL: train_sentencepiece([p[1] for p in pairs], vocab_size, model_type, seed),
+            }
+        for name, model in models.items():
+            with atomic_output(out_dir / name, binary=True) as stream:
+                stream.write(model)
         return cls.load(out_dir)
 
     @classmethod
     def load(cls, model_dir: Path) -> Tokenizer:
-        """Load the tokenizer stored in a model directory."""
+        """Load the tokenizer stored in a model directory; a damaged file is a ModelDirError."""
         if (model_dir / JOINT_MODEL).is_file():
-            joint = spm.SentencePieceProcessor(model_file=str(model_dir / JOINT_MODEL))
+            joint = _processor(model_dir / JOINT_MODEL)
             return cls(joint, joint)
         if (model_dir / SRC_MODEL).is_file() and (model_dir / TGT_MODEL).is_file():
-            return cls(
-                spm.SentencePieceProcessor(model_file=str(model_dir / SRC_MODEL)),
-                spm.SentencePieceProcessor(model_file=str(model_dir / TGT_MODEL)),
-            )
+            return cls(_processor(model_dir / SRC_MODEL), _processor(model_dir / TGT_MODEL))
         raise ModelDirError(f"{model_dir}: no sentencepiece model ({JOINT_MODEL}, or {SRC_MODEL} and {TGT_MODEL})")
 
     @staticmethod

@@ -32,14 +32,16 @@ import torch
 from attnmt import checkpoint
 from attnmt.checkpoint import Checkpointer
 from attnmt.config import Config, TrainingConfig, save_config
-from attnmt.data import Batch, EncodedCorpus, filter_pairs, make_batch, read_parallel, token_batches
+from attnmt.data import Batch, EncodedCorpus, make_batch, prepare_data, token_batches
 from attnmt.device import choose_precision, pick_device
 from attnmt.distributed import World
-from attnmt.errors import ConfigError
+from attnmt.errors import Interrupted, ModelDirError, TrainingError
+from attnmt.files import remove_stale_temporaries
 from attnmt.loss import sequence_loss
 from attnmt.model import Seq2Seq
 from attnmt.reporting import IntervalMeter, Reporter
 from attnmt.resume import TrainState, check_resumable, restore_random_state
+from attnmt.rundir import RunLock, check_out_dir, truncate_log
 from attnmt.schedule import make_scheduler, step_on_update, step_on_validation
 from attnmt.tokenizer import Tokenizer
 from attnmt.validation import Validator
@@ -54,6 +56,9 @@ class Stop:
 
 
 INTERRUPTED = Stop("interrupted")
+
+#: Signals that make training save ``last.pt`` and stop.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def stop_decision(state: TrainState, config: TrainingConfig, out_of_time: bool, max_minutes: float) -> Stop | None:
@@ -77,34 +82,6 @@ class TrainResult:
     best_bleu: float
     stopped_because: str
     target_tokens_per_s: float
-
-
-def prepare_data(
-    config: Config, out_dir: Path, resuming: bool, reporter: Reporter
-) -> tuple[Tokenizer, EncodedCorpus, list[tuple[str, str]]]:
-    """Read the corpora, train (or load) the tokenizer, encode and filter."""
-    d = config.data
-    if not (d.train_tsv or (d.train_src and d.train_tgt)):
-        raise ConfigError("data: give train_src and train_tgt (or train_tsv)")
-    if not (d.valid_tsv or (d.valid_src and d.valid_tgt)):
-        raise ConfigError("data: give valid_src and valid_tgt (or valid_tsv)")
-    train_pairs = read_parallel(d.train_src, d.train_tgt, d.train_tsv)
-    valid_pairs = read_parallel(d.valid_src, d.valid_tgt, d.valid_tsv)
-    if resuming and Tokenizer.exists(out_dir):
-        tokenizer = Tokenizer.load(out_dir)
-    else:
-        reporter.message(f"training {d.tokenizer} sentencepiece model(s), vocab {d.vocab_size}, joint={d.joint_vocab}")
-        kept = [p for p in train_pairs if p[0] and p[1]]
-        tokenizer = Tokenizer.train(kept, out_dir, d.vocab_size, d.tokenizer, d.joint_vocab, config.training.seed)
-    train = filter_pairs(
-        tokenizer.encode_src([p[0] for p in train_pairs]),
-        tokenizer.encode_tgt([p[1] for p in train_pairs]),
-        d.max_length,
-    )
-    if len(train) == 0:
-        raise ConfigError(f"data: no training pair is left after filtering by data.max_length={d.max_length}")
-    valid = [p for p in valid_pairs if p[0]]
-    return tokenizer, train, valid
 
 
 class Loop:
@@ -133,14 +110,26 @@ class Loop:
         self.meter = IntervalMeter()
         self.recent: dict[str, Any] = {}  # last logged training loss and speed, repeated in validation rows
         self.last_validated_step = -1
-        self.interrupted = False
+        self.interrupted = 0  # the number of the signal that asked to stop
+        self.updates = 0  # optimizer updates made by this process
 
     def train_step(self, batch: Batch) -> float:
-        """Forward, label-smoothed loss averaged over target tokens, backward, clip, update."""
+        """Forward, label-smoothed loss averaged over target tokens, backward, clip, update.
+
+        A NaN or infinite loss stops training before it reaches the weights
+        (``TrainingError``): the checkpoints on disk stay the last good ones.
+        """
         self.model.train()
         with self.autocast():
             logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
         loss = sequence_loss(logits, batch.tgt_out, self.settings.label_smoothing)
+        (not_finite,) = self.world.any(not math.isfinite(float(loss.detach())))
+        if not_finite:
+            raise TrainingError(
+                f"the loss became {float(loss.detach())} at step {self.state.step + 1} (training.lr="
+                f"{self.optimizer.param_groups[0]['lr']:g}); stopped without saving, so last.pt and best.pt hold "
+                "the last good weights: lower training.lr or training.clip_norm and rerun to resume"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         (loss / batch.target_tokens).backward()
         if self.settings.clip_norm > 0:
@@ -155,25 +144,26 @@ class Loop:
             self.checkpointer.save("last.pt", self.model, self.state, training)
 
     def run(self) -> Stop:
-        """Train until a stop; install the Ctrl-C handler for the duration."""
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_interrupt) if in_main_thread else None
+        """Train until a stop; SIGINT (Ctrl-C) and SIGTERM (timeout, docker stop, Slurm) save and stop."""
+        if threading.current_thread() is not threading.main_thread():
+            return self._run()
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
         try:
             return self._run()
         finally:
-            if in_main_thread:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
-    def _on_interrupt(self, signum: int, frame: Any) -> None:
-        """First Ctrl-C: finish the current step, save last.pt, stop. A second one stops at once."""
-        self.interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """First signal: finish the current step, save last.pt, stop. A second one stops at once."""
+        self.interrupted = self.interrupted or signum
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
     def _run(self) -> Stop:
         state, settings = self.state, self.settings
         started = time.monotonic()
         budget = self.max_minutes * 60 if self.max_minutes > 0 else math.inf
-        stop = Stop("finished", finished=True) if state.finished else None
+        stop = Stop("finished", finished=True) if state.finished else stop_decision(state, settings, False, 0)
         while stop is None and state.epoch < settings.max_epochs:
             batches = token_batches(self.train, settings.batch_tokens, settings.seed, state.epoch)
             with self.reporter.epoch_bar(len(batches), state.batch_in_epoch, state.epoch) as bar:
@@ -183,7 +173,7 @@ class Loop:
                 state.epoch += 1
                 state.batch_in_epoch = 0
         if stop is None:
-            if self.last_validated_step != state.step:
+            if self.last_validated_step != state.step and self.updates:
                 self.validate_and_save(scheduled=False)
             stop = Stop(f"training.max_epochs={settings.max_epochs} reached", finished=True)
         return stop
@@ -195,11 +185,12 @@ class Loop:
         loss = self.train_step(batch.to(self.device))
         state.step += 1
         state.batch_in_epoch += 1
+        self.updates += 1
         self.meter.add(loss, batch.target_tokens)
         bar.update(1)
         if state.step % self.settings.log_every == 0:
             self._log_interval(bar)
-        interrupted, out_of_time = self.world.any(self.interrupted, out_of_time)
+        interrupted, out_of_time = self.world.any(bool(self.interrupted), out_of_time)
         if interrupted:
             return INTERRUPTED
         stop = stop_decision(state, self.settings, out_of_time, self.max_minutes)
@@ -207,6 +198,8 @@ class Loop:
             early = self.validate_and_save(scheduled=state.step % self.settings.valid_every == 0, bar=bar)
             self.meter.restart()  # validation time is not training time
             stop = early or stop
+        elif self.settings.save_every and state.step % self.settings.save_every == 0:
+            self.save_last()  # bounds what a kill costs
         return stop
 
     def _log_interval(self, bar: Any) -> None:
@@ -283,15 +276,22 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def run(self) -> TrainResult:
+        check_out_dir(self.out_dir)
+        with RunLock(self.out_dir):
+            remove_stale_temporaries(self.out_dir)
+            return self._run_locked()
+
+    def _run_locked(self) -> TrainResult:
         config, out_dir = self.config, self.out_dir
-        out_dir.mkdir(parents=True, exist_ok=True)
         resuming = (out_dir / "last.pt").is_file()
         if resuming:
             check_resumable(config, out_dir)
+        else:
+            truncate_log(self.reporter.log_path, 0)  # rows of an attempt killed before its first save
+        save_config(config, out_dir / "config.yaml")  # first: marks the directory as an attnmt run
         torch.manual_seed(config.training.seed)
         random.seed(config.training.seed)
-        tokenizer, train, valid = prepare_data(config, out_dir, resuming, self.reporter)
-        save_config(config, out_dir / "config.yaml")
+        tokenizer, train, valid = prepare_data(config, out_dir, resuming, self.reporter.message)
         self.reporter.message(
             f"{len(train)} training pairs kept, {train.dropped_empty} empty and {train.dropped_long} longer than "
             f"{config.data.max_length} tokens skipped; {len(valid)} validation pairs"
@@ -333,11 +333,24 @@ class Trainer:
     def _resume(self, model: Seq2Seq, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainState:
         path = self.out_dir / "last.pt"
         payload = checkpoint.load(path)
-        model.load_state_dict(checkpoint.model_state(payload))
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
+        missing = [key for key in ("optimizer", "scheduler", "train_state", "rng") if key not in payload]
+        if missing:
+            raise ModelDirError(
+                f"{path}: holds no training state ({', '.join(missing)} missing: a copy of best.pt?); "
+                "put the right last.pt back, or delete it to start training over"
+            )
+        checkpoint.check_payload(payload, path)
         state = TrainState.from_dict(payload["train_state"], str(path))
-        restore_random_state(payload["rng"], self.device)
+        try:
+            model.load_state_dict(checkpoint.model_state(payload))
+            optimizer.load_state_dict(payload["optimizer"])
+            scheduler.load_state_dict(payload["scheduler"])
+            restore_random_state(payload["rng"], self.device)
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise ModelDirError(f"{path}: does not fit this run ({type(error).__name__}); use a new --out") from None
+        dropped = truncate_log(self.reporter.log_path, state.step)
+        if dropped:
+            self.reporter.message(f"dropped {dropped} log rows after step {state.step}: they will be replayed")
         self.reporter.message(
             f"resuming {self.out_dir} at step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})"
         )
@@ -347,10 +360,14 @@ class Trainer:
         state = loop.state
         if stop is INTERRUPTED:
             loop.save_last()
-            self.reporter.message(f"interrupted at step {state.step}; last.pt saved, rerun the same command to resume")
-            raise KeyboardInterrupt
-        state.finished = stop.finished
-        loop.save_last()
+            name = signal.Signals(loop.interrupted).name if loop.interrupted else "a signal"
+            self.reporter.message(
+                f"interrupted by {name} at step {state.step}; last.pt saved, rerun the same command to resume"
+            )
+            raise Interrupted(loop.interrupted or signal.SIGINT)
+        if loop.updates or stop.finished != state.finished:
+            state.finished = stop.finished
+            loop.save_last()
         if self.world.is_main and not (self.out_dir / "best.pt").is_file():
             loop.checkpointer.save("best.pt", loop.model, state)
         self.reporter.message(f"stopped: {stop.reason}; best validation BLEU {state.best_bleu:.2f}")

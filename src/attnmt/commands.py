@@ -1,0 +1,200 @@
+"""What each ``attnmt`` subcommand does: read the arguments, call the library, print.
+
+No logic lives only here: each function parses its input, calls one library
+entry point (``train``, ``Translator``, ``explain``, ...) and formats the
+result. Outputs go to files atomically (``files.write_text``) or to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from attnmt.errors import AttnmtError, InputError
+from attnmt.files import write_text
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _read_input(path: str) -> list[str]:
+    from attnmt.data import decode_lines, read_lines
+
+    if path == "-":
+        return decode_lines(sys.stdin.buffer.read(), "stdin")
+    return read_lines(path)
+
+
+@contextmanager
+def _naming_lines(path: str) -> Iterator[None]:
+    """Report an over-long input text as FILE:LINE (the library names it texts[i])."""
+    try:
+        yield
+    except InputError as error:
+        if error.index is None:
+            raise
+        where = "stdin" if path == "-" else path
+        raise AttnmtError(f"{where}:{error.index + 1}: {error.detail}") from None
+
+
+def _write_output(path: str, lines: list[str]) -> None:
+    """Lines to a file (written whole or not at all) or to stdout."""
+    text = "".join(line + "\n" for line in lines)
+    if path != "-":
+        write_text(path, text)
+        return
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise AttnmtError(f"stdout: cannot write ({error.strerror})") from None
+
+
+def train(args: argparse.Namespace) -> int:
+    from attnmt.config import load_config
+    from attnmt.train import train as run_training
+
+    config = load_config(args.config, args.set)
+    _set_threads(args.threads or config.training.threads)
+    out = args.out or f"runs/{Path(args.config).stem}"
+    result = run_training(config, out, max_minutes=args.max_minutes or 0.0, progress=not args.no_progress)
+    print(
+        json.dumps(
+            {
+                "out": str(result.out_dir),
+                "steps": result.steps,
+                "best_valid_bleu": result.best_bleu,
+                "stopped": result.stopped_because,
+            }
+        )
+    )
+    return 0
+
+
+def translate(args: argparse.Namespace) -> int:
+    from attnmt.translator import Translator
+
+    _set_threads(args.threads)
+    translator = Translator.load(args.model, device=args.device)
+    beam = translator.options(beam=args.beam).beam
+    if args.nbest > beam:
+        raise AttnmtError(f"--nbest {args.nbest} needs --beam of at least {args.nbest} (the beam is {beam})")
+    lines = _read_input(args.input)
+    with _naming_lines(args.input):
+        results = translator.translations(
+            lines, beam=beam, nbest=args.nbest, batch_size=args.batch_size, attention=bool(args.attention)
+        )
+    if args.attention:
+        rows = [
+            {
+                "line": number,
+                "model": Path(args.model).name,
+                "scoring": translator.attention_name,
+                "source": result.source,
+                **result.attention_record(),
+            }
+            for number, result in enumerate(results, start=1)
+        ]
+        write_text(args.attention, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    if args.nbest > 1:
+        nbest = [f"{n} ||| {a.text} ||| {a.score:.4f}" for n, result in enumerate(results) for a in result.nbest]
+        _write_output(args.output, nbest)
+    else:
+        _write_output(args.output, [result.text for result in results])
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from attnmt.data import read_parallel
+    from attnmt.metrics import bleu_by_length
+    from attnmt.translator import Translator, evaluate
+
+    _set_threads(args.threads)
+    if args.plot and not args.by_length:
+        raise AttnmtError("--plot draws BLEU by sentence length: add --by-length")
+    if args.output and len(args.model) > 1:
+        raise AttnmtError("--output takes the translations of one model: give one --model")
+    pairs = read_parallel(args.src, args.ref)
+    sources = [p[0] for p in pairs]
+    references = [p[1] for p in pairs]
+    series = {}
+    for model_dir in args.model:
+        translator = Translator.load(model_dir, device=args.device)
+        beam = translator.options(beam=args.beam).beam
+        hypotheses, result = evaluate(translator, sources, references, beam, args.batch_size)
+        if len(args.model) > 1:
+            result = {"model": model_dir, "attention": translator.attention_name, **result}
+        if args.by_length:
+            result["by_length"] = bleu_by_length(sources, hypotheses, references)
+            series[f"{Path(model_dir).name} ({translator.attention_name})"] = result["by_length"]
+        if args.output:
+            _write_output(args.output, hypotheses)
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+    if args.plot:
+        from attnmt.plotting import plot_bleu_by_length
+
+        path = plot_bleu_by_length(series, args.plot, f"BLEU by source length: {Path(args.src).name}")
+        print(f"plot written to {path}", file=sys.stderr)
+    return 0
+
+
+def explain(args: argparse.Namespace) -> int:
+    from attnmt.explain import explain as explain_sentence
+    from attnmt.explain import format_text
+    from attnmt.plotting import plot_attention
+
+    _set_threads(args.threads)
+    if args.toy:
+        from attnmt.toy import explain_toy, format_toy
+
+        result = explain_toy(seed=args.seed)
+        print(json.dumps(result, ensure_ascii=False, indent=1) if args.format == "json" else format_toy(result))
+        return 0
+    if not args.model or args.sentence is None:
+        raise AttnmtError("explain needs --model DIR and a sentence (or --toy for the lecture's example)")
+    from attnmt.translator import Translator
+
+    translator = Translator.load(args.model, device=args.device)
+    result = explain_sentence(translator, args.sentence, reference=args.reference, beam=args.beam, top_k=args.top_k)
+    if args.format == "json":
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(format_text(result, full=args.full))
+    if args.plot:
+        if result["scoring"] == "none":
+            raise AttnmtError(f"--plot: {Path(args.model).name} has no attention (attention: none), nothing to plot")
+        weights = [step["weights"] for step in result["steps"]]
+        title = (
+            f"{Path(args.model).name}: {result['decoder']} decoder, {result['scoring']} attention ({result['mode']})"
+        )
+        path = plot_attention(
+            result["source_tokens"], [s["chosen"] for s in result["steps"]], weights, args.plot, title
+        )
+        print(f"heatmap written to {path}", file=sys.stderr)
+    return 0
+
+
+def plot(args: argparse.Namespace) -> int:
+    from attnmt.plotting import plot_attention_file
+
+    written = plot_attention_file(args.file, Path(args.out), args.format)
+    print(f"{len(written)} heatmap(s) written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def quickstart(args: argparse.Namespace) -> int:
+    from attnmt.quickstart import quickstart as run_quickstart
+
+    _set_threads(args.threads)
+    run_quickstart(Path(args.out), minutes=args.minutes)
+    return 0
