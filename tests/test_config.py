@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from attnmt.config import apply_overrides, config_from_dict, load_config
+from attnmt.config import ModelConfig, apply_overrides, config_from_dict, load_config
 from attnmt.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
@@ -63,3 +65,57 @@ def test_yaml_errors_name_file_and_line(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+KNOWN_KEYS = {
+    section: list(ModelConfig.__dataclass_fields__) if section == "model" else keys
+    for section, keys in {
+        "data": ["vocab_size", "max_length", "tokenizer", "joint_vocab", "train_src"],
+        "model": [],
+        "training": ["lr", "decay_factor", "seed", "threads", "batch_tokens", "scheduler", "max_minutes"],
+        "decoding": ["beam", "length_penalty", "max_length_ratio", "max_length_extra", "batch_size"],
+    }.items()
+}
+SECTION = st.sampled_from([*KNOWN_KEYS, "other"])
+
+
+@st.composite
+def raw_configs(draw: st.DrawFn) -> object:
+    if draw(st.booleans()):
+        return draw(VALUES)
+    raw: dict = {}
+    for _ in range(draw(st.integers(0, 4))):
+        section = draw(SECTION)
+        keys = KNOWN_KEYS.get(section, []) + ["nope"]
+        raw.setdefault(section, {})[draw(st.sampled_from(keys))] = draw(VALUES)
+    return raw
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=raw_configs())
+def test_any_config_is_accepted_or_one_config_error(raw: object) -> None:
+    """Random keys and values: a valid Config or a ConfigError naming the problem, never another exception."""
+    try:
+        config = config_from_dict(raw)
+    except ConfigError as error:
+        assert str(error)
+        return
+    assert config.data.vocab_size >= 300 and config.decoding.beam >= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.text(max_size=30), max_size=3))
+def test_any_override_is_accepted_or_one_config_error(items: list[str]) -> None:
+    try:
+        config_from_dict(apply_overrides({}, items))
+    except ConfigError:
+        pass

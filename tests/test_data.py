@@ -6,6 +6,8 @@ import gzip
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from attnmt.data import filter_pairs, make_batch, read_lines, read_parallel, token_batches
 from attnmt.errors import DataError
@@ -91,3 +93,42 @@ def test_token_batches_cover_everything_within_budget_and_are_deterministic() ->
         assert max(len(corpus.tgt[i]) + 1 for i in batch) * len(batch) <= 200 or len(batch) == 1
     assert batches == token_batches(corpus, batch_tokens=200, seed=1, epoch=0)
     assert batches != token_batches(corpus, batch_tokens=200, seed=1, epoch=1)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(src=st.binary(max_size=200), tgt=st.binary(max_size=200), gz=st.booleans())
+def test_reading_any_bytes_gives_pairs_or_one_data_error(tmp_path: Path, src: bytes, tgt: bytes, gz: bool) -> None:
+    """Random bytes (invalid UTF-8, odd line ends, broken gzip) never raise anything but DataError."""
+    src_path = _write(tmp_path / ("s.gz" if gz else "s.txt"), src)
+    tgt_path = _write(tmp_path / "t.txt", tgt)
+    try:
+        pairs = read_parallel(src_path, tgt_path)
+    except DataError:
+        return
+    assert len(pairs) == len(read_lines(tgt_path)) > 0
+    assert all(isinstance(a, str) and isinstance(b, str) for a, b in pairs)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200))
+def test_tsv_reading_of_any_text(tmp_path: Path, text: str) -> None:
+    tsv = _write(tmp_path / "c.tsv", text)
+    try:
+        pairs = read_parallel(tsv=tsv)
+    except DataError as error:
+        assert "c.tsv" in str(error)
+        return
+    assert len(pairs) == len(read_lines(tsv))
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=100))
+def test_decoded_lines_are_the_newline_separated_parts(text: str) -> None:
+    from attnmt.data import decode_lines
+
+    lines = decode_lines(text.encode("utf-8"), "stdin")
+    expected = text.split("\n")
+    if expected[-1] == "":
+        expected.pop()
+    assert len(lines) == len(expected)
+    assert lines == [line.removesuffix("\r") for line in expected]

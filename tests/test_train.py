@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from attnmt import checkpoint
 from attnmt.config import config_from_dict
@@ -101,3 +109,155 @@ def test_stop_and_validation_decisions() -> None:
     assert timed == Stop("time budget of 2.5 minutes reached") and not timed.finished
     assert validation_due(80, config, None) and not validation_due(81, config, None)
     assert validation_due(81, config, timed)  # a budget stop validates first
+
+
+def _rows(run: Path) -> list[dict]:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"invalid JSON constant {constant}")
+
+    return [json.loads(line, parse_constant=refuse) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, "training ended before the kill"
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_kill_9_at_any_moment_resumes_to_bit_identical_weights(tmp_path: Path) -> None:
+    """SIGKILL during tokenizer training, between saves, right after a validation: same final weights."""
+    paths = write_tiny_corpus(tmp_path)
+    raw = tiny_config(paths, max_steps=150, valid_every=40, log_every=5, save_every=7)
+    raw["model"]["dropout"] = 0.2
+    train(config_from_dict(raw), tmp_path / "straight", progress=False)
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "attnmt", "train", "--config", str(config), "--out", str(out), "--no-progress"]
+    log = out / "train_log.jsonl"
+
+    def rows() -> int:
+        return log.read_text().count("\n") if log.is_file() else 0
+
+    moments = [
+        lambda: (out / "config.yaml").is_file(),  # before any checkpoint
+        lambda: rows() >= 3,  # between saves
+        lambda: "valid_bleu" in (log.read_text() if log.is_file() else ""),  # just after a validation
+        lambda: rows() >= 24,
+    ]
+    for moment in moments:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(moment, process)
+        process.kill()
+        process.wait(timeout=60)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    resumed = torch.load(out / "last.pt", weights_only=True)
+    assert resumed["train_state"] == straight["train_state"]
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    steps = [(r["step"], "valid_loss" in r) for r in _rows(out)]
+    assert len(steps) == len(set(steps))  # no replayed row twice
+    assert steps == [(r["step"], "valid_loss" in r) for r in _rows(tmp_path / "straight")]
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_sigterm_saves_and_the_same_command_resumes(tmp_path: Path) -> None:
+    paths = write_tiny_corpus(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(paths, max_steps=100_000, valid_every=100_000)), encoding="utf-8")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "attnmt", "train", "--config", str(config), "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: (out / "train_log.jsonl").is_file() and len(_rows(out)) >= 2, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
+    step = torch.load(out / "last.pt", weights_only=True)["train_state"]["step"]
+    assert step >= 40
+    command += ["--set", f"training.max_steps={step + 3}"]
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["steps"] == step + 3
+
+
+def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from attnmt import train as train_module
+    from attnmt.errors import TrainingError
+
+    paths = write_tiny_corpus(tmp_path)
+    raw = tiny_config(paths, max_steps=100, valid_every=1000, save_every=10, log_every=5)
+    real_loss, calls = train_module.sequence_loss, []
+
+    def poisoned(logits: torch.Tensor, tgt_out: torch.Tensor, smoothing: float) -> torch.Tensor:
+        calls.append(1)
+        loss = real_loss(logits, tgt_out, smoothing)
+        return loss * float("nan") if len(calls) > 23 else loss
+
+    monkeypatch.setattr(train_module, "sequence_loss", poisoned)
+    with pytest.raises(TrainingError, match="the loss became nan at step 24"):
+        train(config_from_dict(raw), tmp_path / "run", progress=False)
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert saved["train_state"]["step"] == 20
+    assert all(bool(torch.isfinite(v).all()) for v in saved["model"].values() if v.is_floating_point())
+    assert max(r["step"] for r in _rows(tmp_path / "run")) <= 23  # strict JSON, no NaN rows
+
+
+def test_a_finished_run_reruns_as_a_no_op(tmp_path: Path) -> None:
+    paths = write_tiny_corpus(tmp_path)
+    raw = tiny_config(paths, max_steps=12, valid_every=5, log_every=4)
+    run = tmp_path / "run"
+    train(config_from_dict(raw), run, progress=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    again = train(config_from_dict(raw), run, progress=False)
+    assert again.steps == 12
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_best_copied_over_last_is_refused(tmp_path: Path) -> None:
+    from attnmt.errors import ModelDirError
+
+    paths = write_tiny_corpus(tmp_path)
+    run = tmp_path / "run"
+    train(config_from_dict(tiny_config(paths, max_steps=5)), run, progress=False)
+    shutil.copy(run / "best.pt", run / "last.pt")
+    with pytest.raises(ModelDirError, match="holds no training state .* a copy of best.pt"):
+        train(config_from_dict(tiny_config(paths, max_steps=10)), run, progress=False)
+
+
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from attnmt.errors import AttnmtError
+
+    paths = write_tiny_corpus(tmp_path)
+    run = tmp_path / "run"
+    train(config_from_dict(tiny_config(paths, max_steps=5)), run, progress=False)
+    real_save = torch.save
+
+    def full_disk(payload: object, stream: object) -> None:
+        real_save(payload, stream)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(AttnmtError, match=r"cannot write \(No space left on device\); the previous file is intact"):
+        train(config_from_dict(tiny_config(paths, max_steps=10, save_every=2)), run, progress=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(run / "last.pt", weights_only=True)["train_state"]["step"] == 5
+    assert not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("side", ["train_src", "valid_src"])
+def test_whitespace_only_corpora_are_named(tmp_path: Path, side: str) -> None:
+    from attnmt.errors import DataError
+
+    paths = write_tiny_corpus(tmp_path)
+    lines = Path(paths[side]).read_text().count("\n")
+    Path(paths[side]).write_text(" \t \n" * lines, encoding="utf-8")
+    with pytest.raises(DataError, match=Path(paths[side]).name):
+        train(config_from_dict(tiny_config(paths)), tmp_path / "run", progress=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from attnmt import Translator
 from attnmt.errors import ModelDirError
@@ -91,3 +93,25 @@ def test_over_long_and_non_string_texts_are_named(tiny_model_dir: Path) -> None:
         translator.translate([3])  # type: ignore[list-item]
     with pytest.raises(InputError, match="texts: expected a list"):
         translator.translate("red dog")  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.text(max_size=80), max_size=6), beam=st.sampled_from([1, 2]))
+def test_any_unicode_gets_one_translation_per_text(tiny_model_dir: Path, texts: list[str], beam: int) -> None:
+    """Control characters, emoji, right-to-left text, lone separators: one output per input, in order."""
+    translator = _cached_translator(tiny_model_dir)
+    outputs = translator.translate(texts, beam=beam)
+    assert len(outputs) == len(texts)
+    assert all(isinstance(o, str) for o in outputs)
+    for text, output in zip(texts, outputs):
+        if not text.strip():
+            assert output == ""
+
+
+_TRANSLATORS: dict[Path, Translator] = {}
+
+
+def _cached_translator(model_dir: Path) -> Translator:
+    if model_dir not in _TRANSLATORS:
+        _TRANSLATORS[model_dir] = Translator.load(model_dir)
+    return _TRANSLATORS[model_dir]

@@ -231,10 +231,6 @@ def _check_ranges(config: Config) -> None:
         )
     if config.model.input_feeding and (config.model.decoder != "luong" or config.model.attention == "none"):
         raise ConfigError("model.input_feeding: only the luong decoder with an attention feeds h~ back")
-    if config.training.min_lr > config.training.lr:
-        raise ConfigError(
-            f"training.min_lr: must not exceed training.lr ({config.training.lr}), got {config.training.min_lr}"
-        )
 
 
 def config_from_dict(raw: Any, origin: str = "config") -> Config:
