@@ -105,3 +105,12 @@ def test_version_is_one_value() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--version"])
     assert attnmt.__version__ == importlib.metadata.version("attnmt")
+
+
+@pytest.mark.parametrize("document", ["RELIABILITY.md", "README.md", "BENCHMARKS.md"])
+def test_tests_cited_in_the_docs_exist(document: str) -> None:
+    """Each `test_file.py::test_name` a document cites as proof is a real test."""
+    text = (ROOT / document).read_text(encoding="utf-8")
+    for file_name, test_name in re.findall(r"(test_\w+\.py)::(test_\w+)", text):
+        source = (ROOT / "tests" / file_name).read_text(encoding="utf-8")
+        assert f"def {test_name}(" in source, f"{document} cites {file_name}::{test_name}"
