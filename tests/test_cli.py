@@ -302,3 +302,27 @@ def test_plot_refuses_rows_whose_shapes_do_not_match(tmp_path: Path, row: dict, 
     path = tmp_path / "a.jsonl"
     path.write_text(json.dumps(row) + "\n", encoding="utf-8")
     assert_user_error(attnmt("plot", str(path), "--out", str(tmp_path / "maps")), f"a.jsonl:1: {fragment}")
+
+
+def _read_only_folder() -> Path:
+    """A folder nobody may write in, even root (sysfs); the test is skipped where sysfs allows it."""
+    folder = Path("/sys")
+    probe = folder / "attnmt-probe"
+    try:
+        probe.mkdir()
+    except OSError:
+        return folder
+    probe.rmdir()
+    pytest.skip("/sys is writable here")
+
+
+def test_read_only_output_locations(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = _read_only_folder()
+    paths = write_tiny_corpus(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(paths)), encoding="utf-8")
+    out = folder / "attnmt-run"
+    assert_user_error(attnmt("train", "--config", str(config), "--out", str(out)), "cannot create the run directory")
+    output = folder / "out.de"
+    result = attnmt("translate", "--model", str(tiny_model_dir), "--output", str(output), stdin="a dog\n")
+    assert_user_error(result, f"{output}: cannot write")
