@@ -16,11 +16,28 @@ COMBINATIONS = (
 )
 
 
-@pytest.mark.parametrize("decoder,attention,input_feeding", COMBINATIONS)
-def test_teacher_forcing_equals_step_by_step(decoder: str, attention: str, input_feeding: bool) -> None:
+SPANS = [
+    (decoder, attention, input_feeding, span)
+    for span in ("local-m", "local-p")
+    for decoder, attention, input_feeding in [
+        ("luong", "general", False),
+        ("luong", "dot", True),
+        ("bahdanau", "concat", False),
+    ]
+]
+
+
+@pytest.mark.parametrize(
+    "decoder,attention,input_feeding,span",
+    [(*combination, "global") for combination in COMBINATIONS] + SPANS,
+)
+def test_teacher_forcing_equals_step_by_step(decoder: str, attention: str, input_feeding: bool, span: str) -> None:
     """The batched whole-sequence forward gives the logits of one step at a time."""
     torch.manual_seed(0)
-    model = toy_model(decoder=decoder, attention=attention, input_feeding=input_feeding, bidirectional=True).eval()
+    settings = {"attention_span": span, "local_window": 2} if span != "global" else {}
+    model = toy_model(
+        decoder=decoder, attention=attention, input_feeding=input_feeding, bidirectional=True, **settings
+    ).eval()
     pairs = reversal_pairs(5, 2, 6, seed=0)
     batch = make_batch([p[0] for p in pairs], [p[1] for p in pairs])
     logits = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
@@ -71,3 +88,21 @@ def test_state_counts_steps_and_survives_reordering(decoder: str, input_feeding:
         _, state, _ = model.step(batch.tgt_in[:, 0], state, memory)
         assert state.step == t + 1
     assert state.reorder(torch.tensor([2, 0])).step == 3
+
+
+@pytest.mark.parametrize(
+    "span,task",
+    [("local-m", "copy"), ("local-p", "reverse")],
+)
+def test_local_attention_learns(span: str, task: str) -> None:
+    """local-m's p_t = t fits a monotonic task (copying); local-p learns where to look (reversing)."""
+    torch.manual_seed(0)
+    model = toy_model(attention="general", attention_span=span, local_window=2, bidirectional=True)
+    pairs = reversal_pairs(4000, 2, 7, seed=1)
+    if task == "copy":
+        pairs = [(source, source[:-1]) for source, _ in pairs]
+    train_toy(model, pairs, steps=500)
+    test = reversal_pairs(300, 2, 7, seed=99)
+    if task == "copy":
+        test = [(source, source[:-1]) for source, _ in test]
+    assert exact_match(model, test) >= 0.95

@@ -21,20 +21,23 @@ COMBINATIONS = (
     + [("luong", "general", True)]
     + [("bahdanau", a, False) for a in ATTENTIONS]
 )
+SPANS = [("luong", "general", "local-m"), ("luong", "dot", "local-p"), ("bahdanau", "concat", "local-p")]
 SENTENCE = "the big cat sits on a dog"
 
 
-def _softmax(scores: list[float]) -> list[float]:
-    top = max(scores)
-    exps = [math.exp(s - top) for s in scores]
+def _softmax(scores: list[float | None]) -> list[float]:
+    """Softmax of the JSON scores, where null stands for -inf (outside a local window)."""
+    top = max(s for s in scores if s is not None)
+    exps = [math.exp(s - top) if s is not None else 0.0 for s in scores]
     return [e / sum(exps) for e in exps]
 
 
-def _translator(model_dir: Path, decoder: str, attention: str, input_feeding: bool) -> Translator:
+def _translator(model_dir: Path, decoder: str, attention: str, input_feeding: bool, span: str = "global") -> Translator:
     """An untrained model of the given kind with the tiny model's tokenizer (numbers, not quality, matter)."""
     trained = Translator.load(model_dir)
     config = copy.deepcopy(trained.config)
     config.model.decoder, config.model.attention, config.model.input_feeding = decoder, attention, input_feeding
+    config.model.attention_span, config.model.local_window = span, 2
     torch.manual_seed(0)
     vocab = trained.tokenizer.src_vocab_size, trained.tokenizer.tgt_vocab_size
     model = Seq2Seq.from_config(config.model, *vocab, max_source_length=config.data.max_length)
@@ -98,3 +101,18 @@ def test_beam_explains_the_beam_translation(tiny_model_dir: Path) -> None:
     result = explain(translator, SENTENCE, beam=3)
     check_self_consistent(result, greedy=False)
     assert result["translation"] == translator.translate([SENTENCE], beam=3)[0]
+
+
+@pytest.mark.parametrize("decoder,attention,span", SPANS)
+def test_local_attention_shows_its_window(tiny_model_dir: Path, decoder: str, attention: str, span: str) -> None:
+    translator = _translator(tiny_model_dir, decoder, attention, False, span)
+    result = explain(translator, "the big cat sits on a red dog near a small bird")
+    check_self_consistent(result)
+    assert result["span"] == span
+    for step in result["steps"]:
+        low, high = step["window"]
+        assert low <= step["aligned_position"] + 1e-6 and step["aligned_position"] - 1e-6 <= high
+        assert all((low <= s <= high) == (step["scores"][s] is not None) for s in range(len(step["scores"])))
+        assert ("gaussian" in step) == (span == "local-p")
+    text = format_text(result)
+    assert f"{span} attention: aligned position p_t" in text and "outside" in text

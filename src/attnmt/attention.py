@@ -40,25 +40,30 @@ from torch.nn import functional as F
 class AttentionOutput:
     """What one attention call computed, kept so that it can be shown and checked.
 
-    ``scores`` (B, T, S) are the raw similarity scores (-inf on padding),
-    ``weights`` (B, T, S) their masked softmax, ``context`` (B, T, H) the attention
-    values: ``context[b, t] == sum_s weights[b, t, s] * values[b, s]``.
+    ``scores`` (B, T, S) are the similarity scores (plus local-p's Gaussian term,
+    see ``local_attention.py``; -inf where attention may not look), ``weights``
+    (B, T, S) their masked softmax, ``context`` (B, T, H) the attention values:
+    ``context[b, t] == sum_s weights[b, t, s] * values[b, s]``. ``aligned`` (B, T)
+    holds local attention's aligned positions p_t (None for global attention).
     """
 
     context: torch.Tensor
     weights: torch.Tensor
     scores: torch.Tensor
+    aligned: torch.Tensor | None = None
 
 
 def masked_softmax(scores: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax over the source axis of ``scores`` (B, T, S), ignoring padding.
 
-    ``src_mask`` (B, S) is True on real tokens. Padded positions get score -inf and
-    therefore weight exactly 0; the weights of real tokens sum to 1. Returns the
+    ``src_mask`` (B, S) is True on real tokens (or (B, T, S) / (B, 1, S): where each
+    step may look, e.g. a local window). Masked positions get score -inf and
+    therefore weight exactly 0; the weights of the others sum to 1. Returns the
     masked scores and the weights. The softmax is computed in float32 even under
     reduced-precision autocast, so that the weights sum to 1 to float precision.
     """
-    masked = scores.float().masked_fill(~src_mask.unsqueeze(1), float("-inf"))
+    mask = src_mask.unsqueeze(1) if src_mask.dim() == 2 else src_mask
+    masked = scores.float().masked_fill(~mask, float("-inf"))
     return masked, torch.softmax(masked, dim=-1)
 
 
@@ -87,10 +92,18 @@ class Attention(nn.Module):
         raise NotImplementedError
 
     def forward(
-        self, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, src_mask: torch.Tensor
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        src_mask: torch.Tensor,
+        bias: torch.Tensor | None = None,
     ) -> AttentionOutput:
-        """Scores, masked softmax weights and context for queries (B, T, H)."""
-        scores, weights = masked_softmax(self.score(query, keys), src_mask)  # (B, T, S)
+        """Scores (+ ``bias``, if given), masked softmax weights and context for queries (B, T, H)."""
+        scores = self.score(query, keys)  # (B, T, S)
+        if bias is not None:
+            scores = scores.float() + bias
+        scores, weights = masked_softmax(scores, src_mask)
         context = torch.bmm(weights.to(values.dtype), values)  # (B, T, H)
         return AttentionOutput(context=context, weights=weights, scores=scores)
 

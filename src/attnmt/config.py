@@ -55,6 +55,8 @@ class ModelConfig:
     rnn: Literal["lstm", "gru"] = "lstm"
     decoder: Literal["luong", "bahdanau"] = "luong"
     attention: Literal["dot", "cosine", "general", "concat", "location", "none"] = "general"
+    attention_span: Literal["global", "local-m", "local-p"] = "global"
+    local_window: int = 10
     input_feeding: bool = False
     bidirectional: bool = True
     layers: int = 1
@@ -190,6 +192,7 @@ RANGES: dict[str, Range] = {
     "model.layers": Range(1, 4, says="must be 1 to 4"),
     "model.embedding_size": Range(1, 8192),
     "model.hidden_size": Range(1, 8192),
+    "model.local_window": Range(1, 1000),
     "model.dropout": Range(0.0, 1.0, high_open=True),
     "model.init_range": Range(0.0, 10.0, low_open=True),
     "training.batch_tokens": Range(1, 10_000_000),
@@ -231,6 +234,8 @@ def _check_ranges(config: Config) -> None:
         )
     if config.model.input_feeding and (config.model.decoder != "luong" or config.model.attention == "none"):
         raise ConfigError("model.input_feeding: only the luong decoder with an attention feeds h~ back")
+    if config.model.attention_span != "global" and config.model.attention == "none":
+        raise ConfigError("model.attention_span: local attention needs an attention (model.attention is none)")
 
 
 def config_from_dict(raw: Any, origin: str = "config") -> Config:

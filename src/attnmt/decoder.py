@@ -25,6 +25,7 @@ positions, E embedding size, H hidden size, L layers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +33,7 @@ from torch import nn
 from attnmt.attention import Attention, AttentionOutput
 from attnmt.config import ModelConfig
 from attnmt.encoder import RNN, RNNState
+from attnmt.local_attention import GlobalSpan, build_span
 from attnmt.vocab import PAD_ID
 
 
@@ -106,10 +108,13 @@ def _stack_steps(steps: list[DecoderOutput]) -> DecoderOutput:
     """Concatenate single-step outputs along the time axis."""
     attention = None
     if steps[0].attention is not None:
+        parts = [s.attention for s in steps if s.attention is not None]
+        aligned = [p.aligned for p in parts if p.aligned is not None]
         attention = AttentionOutput(
-            context=torch.cat([s.attention.context for s in steps if s.attention], dim=1),
-            weights=torch.cat([s.attention.weights for s in steps if s.attention], dim=1),
-            scores=torch.cat([s.attention.scores for s in steps if s.attention], dim=1),
+            context=torch.cat([p.context for p in parts], dim=1),
+            weights=torch.cat([p.weights for p in parts], dim=1),
+            scores=torch.cat([p.scores for p in parts], dim=1),
+            aligned=torch.cat(aligned, dim=1) if aligned else None,
         )
     return DecoderOutput(
         outputs=torch.cat([s.outputs for s in steps], dim=1),
@@ -126,6 +131,13 @@ class Decoder(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
         self.attention: Attention | None = None
+        self.span: nn.Module = GlobalSpan()  # where attention may look (local_attention.py)
+
+    def with_span(self, config: ModelConfig) -> Any:
+        """Set where attention may look (``model.attention_span``, ``model.local_window``); return self."""
+        if self.attention is not None:
+            self.span = build_span(config.attention_span, config.hidden_size, config.local_window)
+        return self
 
     def prepare_memory(self, encoder_outputs: torch.Tensor, src_mask: torch.Tensor) -> EncoderMemory:
         """What every step attends to: the values (B, S, H), keys projected once per batch, the mask."""
@@ -160,10 +172,14 @@ class Decoder(nn.Module):
             steps.append(output)
         return _stack_steps(steps)
 
-    def _attend(self, query: torch.Tensor, memory: EncoderMemory) -> AttentionOutput | None:
+    def _attend(self, query: torch.Tensor, memory: EncoderMemory, first_step: int) -> AttentionOutput | None:
+        """Attention of queries (B, T, H) for target steps first_step .. first_step + T - 1."""
         if self.attention is None:
             return None
-        return self.attention(query, memory.keys, memory.encoder_outputs, memory.src_mask)
+        span = self.span(query, memory.src_mask, first_step)
+        attention = self.attention(query, memory.keys, memory.encoder_outputs, span.mask, span.bias)
+        attention.aligned = span.aligned
+        return attention
 
 
 class LuongDecoder(Decoder):
@@ -205,7 +221,7 @@ class LuongDecoder(Decoder):
             config.input_feeding,
             config.dropout,
             PAD_ID,
-        )
+        ).with_span(config)
 
     def initial_state(self, encoder_final: RNNState) -> DecoderState:
         if not self.input_feeding:
@@ -213,9 +229,9 @@ class LuongDecoder(Decoder):
         top = _top_hidden(encoder_final)  # (B, H)
         return DecoderState(encoder_final, top.new_zeros(top.size(0), self.hidden_size))  # h~_0 = 0
 
-    def _attentional_hidden(self, rnn_outputs: torch.Tensor, memory: EncoderMemory) -> DecoderOutput:
+    def _attentional_hidden(self, rnn_outputs: torch.Tensor, memory: EncoderMemory, first_step: int) -> DecoderOutput:
         """Attention with the RNN outputs (B, T, H) as queries, then h~ = tanh(W_c [c; h])."""
-        attention = self._attend(rnn_outputs, memory)
+        attention = self._attend(rnn_outputs, memory, first_step)
         if attention is None or self.W_c is None:
             return DecoderOutput(rnn_outputs, None, rnn_outputs)
         context = attention.context.to(rnn_outputs.dtype)
@@ -229,7 +245,7 @@ class LuongDecoder(Decoder):
         if self.input_feeding and state.attentional is not None:
             rnn_input = torch.cat([embedded, state.attentional.unsqueeze(1).to(embedded.dtype)], dim=-1)
         rnn_output, rnn_state = self.rnn(rnn_input, state.rnn)  # (B, 1, H)
-        output = self._attentional_hidden(rnn_output, memory)
+        output = self._attentional_hidden(rnn_output, memory, state.step)
         attentional = output.outputs.squeeze(1) if self.input_feeding else None
         return output, DecoderState(rnn_state, attentional, state.step + 1)
 
@@ -239,7 +255,7 @@ class LuongDecoder(Decoder):
             return super().forward(tgt_in, state, memory)
         embedded = self.dropout(self.embedding(tgt_in))  # (B, T, E)
         rnn_outputs, _ = self.rnn(embedded, state.rnn)  # (B, T, H)
-        return self._attentional_hidden(rnn_outputs, memory)
+        return self._attentional_hidden(rnn_outputs, memory, state.step)
 
 
 class BahdanauDecoder(Decoder):
@@ -281,13 +297,13 @@ class BahdanauDecoder(Decoder):
             attention,
             config.dropout,
             PAD_ID,
-        )
+        ).with_span(config)
 
     def step_embedded(
         self, embedded: torch.Tensor, state: DecoderState, memory: EncoderMemory
     ) -> tuple[DecoderOutput, DecoderState]:
         query = _top_hidden(state.rnn).unsqueeze(1).to(embedded.dtype)  # s_{t-1}: (B, 1, H)
-        attention = self._attend(query, memory)
+        attention = self._attend(query, memory, state.step)
         rnn_input = embedded
         if attention is not None:
             rnn_input = torch.cat([embedded, attention.context.to(embedded.dtype)], dim=-1)

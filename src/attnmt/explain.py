@@ -26,6 +26,7 @@ from attnmt import limits
 from attnmt.data import pad
 from attnmt.decoder import EncoderMemory
 from attnmt.errors import InputError
+from attnmt.local_attention import window_bounds
 from attnmt.model import Seq2Seq
 from attnmt.search import DecodingOptions, max_output_lengths, search
 from attnmt.translator import Translator, check_texts
@@ -51,6 +52,23 @@ def _forced_tokens(
         best = search(translator.model, [src_ids], options, translator.device)[0][0]
         return best.tokens + [EOS_ID]
     return None
+
+
+def _span_details(model: Seq2Seq, aligned: torch.Tensor | None, length: int) -> dict[str, Any]:
+    """Local attention's aligned position p_t, its window and (local-p) the Gaussian of each position."""
+    if aligned is None:
+        return {}
+    span = model.decoder.span
+    half_width = int(getattr(span, "half_width"))  # noqa: B009 (spans differ in type)
+    position = float(aligned[0, 0])
+    details: dict[str, Any] = {
+        "aligned_position": position,
+        "window": list(window_bounds(position, half_width, length)),
+    }
+    if span.name == "local-p":
+        sigma = half_width / 2
+        details["gaussian"] = [math.exp(-((s - position) ** 2) / (2 * sigma**2)) for s in range(length)]
+    return details
 
 
 @torch.no_grad()
@@ -100,9 +118,10 @@ def trace(
         }
         if details.attention is not None:
             step.update(
-                scores=_floats(details.attention.scores[0, 0]),
+                scores=[s if math.isfinite(s) else None for s in _floats(details.attention.scores[0, 0])],
                 weights=_floats(details.attention.weights[0, 0]),
                 context=_floats(details.attention.context[0, 0]),
+                **_span_details(model, details.attention.aligned, len(src_ids)),
             )
         steps.append(step)
         if chosen == EOS_ID:
@@ -139,6 +158,7 @@ def explain(
     result: dict[str, Any] = {
         "model": str(translator.model_dir or ""),
         "scoring": translator.model.attention_name,
+        "span": translator.config.model.attention_span,
         "decoder": translator.config.model.decoder,
         "input_feeding": translator.config.model.input_feeding,
         "mode": "reference" if reference is not None else (f"beam {beam}" if beam > 1 else "greedy"),
@@ -174,12 +194,34 @@ def _vector(values: list[float], full: bool, shown: int = 6) -> str:
     return f"|v| = {norm:.3f}  [" + ", ".join(f"{v:+.3f}" for v in body) + more + "]"
 
 
+def _attention_lines(explanation: dict[str, Any], step: dict[str, Any], width: int, full: bool) -> list[str]:
+    """One step's scores and weights per source token (with local attention: p_t, window, Gaussian)."""
+    lines = []
+    if "aligned_position" in step:
+        low, high = step["window"]
+        lines.append(
+            f"  {explanation['span']} attention: aligned position p_t = {step['aligned_position']:.2f}, "
+            f"window = source positions {low}..{high}"
+        )
+    gaussian = step.get("gaussian")
+    header = f"  {'source token':<{width}} {explanation['scoring'] + ' score':>14}"
+    lines.append(header + ("  gaussian" if gaussian else "") + "  weight")
+    for index, (token, score, weight) in enumerate(zip(explanation["source_tokens"], step["scores"], step["weights"])):
+        shown = f"{score:>14.3f}" if score is not None else f"{'outside':>14}"
+        extra = f"  {gaussian[index]:8.3f}" if gaussian else ""
+        bar = "█" * round(weight * 20)
+        lines.append(f"  {token:<{width}} {shown}{extra}  {weight * 100:5.1f}% {bar}".rstrip())
+    lines.append(f"  attention values (context) {_vector(step['context'], full)}")
+    return lines
+
+
 def format_text(explanation: dict[str, Any], full: bool = False) -> str:
     """The readable table of ``attnmt explain --format text``."""
     lines = [
         f"source:      {explanation['source']}",
         f"tokens:      {' '.join(explanation['source_tokens'])}",
         f"model:       {explanation['decoder']} decoder, {explanation['scoring']} attention"
+        + (f" ({explanation['span']})" if explanation.get("span", "global") != "global" else "")
         + (", input feeding" if explanation.get("input_feeding") else "")
         + f"; decoding: {explanation['mode']}",
         f"translation: {explanation['translation']}",
@@ -196,11 +238,7 @@ def format_text(explanation: dict[str, Any], full: bool = False) -> str:
             f"  decoder query {_vector(step['query'], full)}",
         ]
         if "weights" in step:
-            lines.append(f"  {'source token':<{source_width}} {explanation['scoring'] + ' score':>14}  weight")
-            for token, score, weight in zip(explanation["source_tokens"], step["scores"], step["weights"]):
-                bar = "█" * round(weight * 20)
-                lines.append(f"  {token:<{source_width}} {score:>14.3f}  {weight * 100:5.1f}% {bar}".rstrip())
-            lines.append(f"  attention values (context) {_vector(step['context'], full)}")
+            lines += _attention_lines(explanation, step, source_width, full)
         top = ", ".join(f"{c['token']} {c['prob'] * 100:.1f}%" for c in step["top_k"])
         lines.append(f"  next word, top {len(step['top_k'])}: {top}")
         forced = "  [forced: maximum output length reached]" if step.get("forced_eos_at_max_length") else ""
