@@ -326,3 +326,17 @@ def test_read_only_output_locations(tiny_model_dir: Path, tmp_path: Path) -> Non
     output = folder / "out.de"
     result = attnmt("translate", "--model", str(tiny_model_dir), "--output", str(output), stdin="a dog\n")
     assert_user_error(result, f"{output}: cannot write")
+
+
+def test_translate_and_evaluate_an_ensemble(tiny_model_dir: Path) -> None:
+    model = str(tiny_model_dir)
+    result = attnmt("translate", "--model", model, "--model", model, "--beam", "2", stdin="red dog\n\nthe cat\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n") == [tiny_translate("red dog"), "", tiny_translate("the cat"), ""]
+    data = tiny_model_dir.parent
+    scored = attnmt(
+        "evaluate", "--model", model, "--model", model, "--src", str(data / "test.src"), "--ref", str(data / "test.tgt")
+    )
+    assert scored.returncode == 0, scored.stderr
+    row = json.loads(scored.stdout)  # one ensemble, one JSON object
+    assert row["model"] == [model, model] and row["bleu"] > 50

@@ -29,12 +29,14 @@ SPANS = [
 
 @pytest.mark.parametrize(
     "decoder,attention,input_feeding,span",
-    [(*combination, "global") for combination in COMBINATIONS] + SPANS,
+    [(*combination, "global") for combination in COMBINATIONS] + SPANS + [("luong", "general", False, "tied")],
 )
 def test_teacher_forcing_equals_step_by_step(decoder: str, attention: str, input_feeding: bool, span: str) -> None:
     """The batched whole-sequence forward gives the logits of one step at a time."""
     torch.manual_seed(0)
-    settings = {"attention_span": span, "local_window": 2} if span != "global" else {}
+    settings: dict = {"attention_span": span, "local_window": 2} if span.startswith("local") else {}
+    if span == "tied":
+        settings = {"tie_embeddings": True}
     model = toy_model(
         decoder=decoder, attention=attention, input_feeding=input_feeding, bidirectional=True, **settings
     ).eval()

@@ -29,6 +29,9 @@ from attnmt.tokenizer import Tokenizer, tokenizer_fingerprint
 
 FORMAT = "attnmt-1"
 
+#: Folder of a run directory where ``training.keep_checkpoints`` keeps the weights of recent validations.
+KEPT_DIR = "checkpoints"
+
 #: Parameter names of older checkpoints and their current names.
 RENAMED_PARAMETERS = {"generator.": "output_layer."}
 
@@ -158,3 +161,11 @@ class Checkpointer:
         if training is not None:
             payload.update(training, train_state=vars(state).copy(), rng=random_state(self.device))
         save_atomic(payload, self.out_dir / name)
+
+    def keep(self, model: Seq2Seq, state: TrainState, keep: int) -> None:
+        """Save this validation's weights as ``checkpoints/step-NNNNNNN.pt``; delete all but the newest ``keep``."""
+        folder = self.out_dir / KEPT_DIR
+        folder.mkdir(exist_ok=True)
+        self.save(f"{KEPT_DIR}/step-{state.step:07d}.pt", model, state)
+        for old in sorted(folder.glob("step-*.pt"))[:-keep]:
+            old.unlink()

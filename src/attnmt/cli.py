@@ -80,7 +80,12 @@ def _add_train(subparsers: Any) -> None:
 
 def _add_translate(subparsers: Any) -> None:
     translate = subparsers.add_parser("translate", help="translate lines of text")
-    translate.add_argument("--model", required=True, help="model directory written by attnmt train")
+    translate.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="model directory written by attnmt train (repeat for an ensemble: probabilities averaged each step)",
+    )
     translate.add_argument("--input", default="-", help="input file, one sentence per line (default stdin)")
     translate.add_argument("--output", default="-", help="output file (default stdout)")
     translate.add_argument("--beam", type=_positive, help="beam size; 1 = greedy (default decoding.beam)")
@@ -100,7 +105,10 @@ def _add_evaluate(subparsers: Any) -> None:
         "--model",
         required=True,
         action="append",
-        help="model directory written by attnmt train (repeat to compare models)",
+        help="model directory written by attnmt train (repeat for an ensemble, or with --separately to compare)",
+    )
+    evaluate.add_argument(
+        "--separately", action="store_true", help="evaluate each --model on its own: one JSON line each"
     )
     evaluate.add_argument("--src", required=True, help="source file (plain or .gz)")
     evaluate.add_argument("--ref", required=True, help="reference file (plain or .gz)")
@@ -131,6 +139,14 @@ def _add_explain(subparsers: Any) -> None:
     explain.set_defaults(handler=commands.explain)
 
 
+def _add_average(subparsers: Any) -> None:
+    average = subparsers.add_parser("average", help="average a run's last N kept checkpoints into a new model")
+    average.add_argument("--model", required=True, help="run directory trained with training.keep_checkpoints")
+    average.add_argument("--last", type=_positive, required=True, help="how many of the newest checkpoints")
+    average.add_argument("--out", required=True, help="new model directory")
+    average.set_defaults(handler=commands.average)
+
+
 def _add_plot(subparsers: Any) -> None:
     plot = subparsers.add_parser("plot", help="heatmaps from a translate --attention file")
     plot.add_argument("file", help="JSONL written by attnmt translate --attention")
@@ -148,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_translate(subparsers)
     _add_evaluate(subparsers)
     _add_explain(subparsers)
+    _add_average(subparsers)
     _add_plot(subparsers)
     return parser
 

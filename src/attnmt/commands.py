@@ -98,7 +98,7 @@ def translate(args: argparse.Namespace) -> int:
         rows = [
             {
                 "line": number,
-                "model": Path(args.model).name,
+                "model": " + ".join(Path(m).name for m in args.model),
                 "scoring": translator.attention_name,
                 "source": result.source,
                 **result.attention_record(),
@@ -122,21 +122,21 @@ def evaluate(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     if args.plot and not args.by_length:
         raise AttnmtError("--plot draws BLEU by sentence length: add --by-length")
-    if args.output and len(args.model) > 1:
-        raise AttnmtError("--output takes the translations of one model: give one --model")
+    if args.output and args.separately and len(args.model) > 1:
+        raise AttnmtError("--output takes the translations of one model or ensemble: drop --separately")
     pairs = read_parallel(args.src, args.ref)
-    sources = [p[0] for p in pairs]
-    references = [p[1] for p in pairs]
+    sources, references = [p[0] for p in pairs], [p[1] for p in pairs]
+    groups = [[m] for m in args.model] if args.separately else [args.model]
     series = {}
-    for model_dir in args.model:
-        translator = Translator.load(model_dir, device=args.device)
+    for group in groups:
+        translator = Translator.load(group, device=args.device)
         beam = translator.options(beam=args.beam).beam
         hypotheses, result = evaluate(translator, sources, references, beam, args.batch_size)
-        if len(args.model) > 1:
-            result = {"model": model_dir, "attention": translator.attention_name, **result}
+        label = " + ".join(Path(m).name for m in group)
+        result = {"model": group[0] if len(group) == 1 else group, "attention": translator.attention_name, **result}
         if args.by_length:
             result["by_length"] = bleu_by_length(sources, hypotheses, references)
-            series[f"{Path(model_dir).name} ({translator.attention_name})"] = result["by_length"]
+            series[f"{label} ({translator.attention_name})"] = result["by_length"]
         if args.output:
             _write_output(args.output, hypotheses)
         print(json.dumps(result, ensure_ascii=False), flush=True)
@@ -145,6 +145,13 @@ def evaluate(args: argparse.Namespace) -> int:
 
         path = plot_bleu_by_length(series, args.plot, f"BLEU by source length: {Path(args.src).name}")
         print(f"plot written to {path}", file=sys.stderr)
+    return 0
+
+
+def average(args: argparse.Namespace) -> int:
+    from attnmt.averaging import average_run
+
+    print(json.dumps(average_run(Path(args.model), args.last, Path(args.out))))
     return 0
 
 

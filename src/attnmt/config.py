@@ -64,6 +64,7 @@ class ModelConfig:
     hidden_size: int = 512
     dropout: float = 0.3
     init_range: float = 0.1
+    tie_embeddings: bool = False
 
 
 @dataclass
@@ -86,6 +87,7 @@ class TrainingConfig:
     max_steps: int = 0
     max_minutes: float = 0.0
     save_every: int = 200
+    keep_checkpoints: int = 0
     seed: int = 1
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -206,6 +208,7 @@ RANGES: dict[str, Range] = {
     "training.valid_every": Range(1, 1_000_000_000),
     "training.log_every": Range(1, 1_000_000_000),
     "training.save_every": Range(0, 1_000_000_000),
+    "training.keep_checkpoints": Range(0, 1000),
     "training.early_stopping": Range(0, 1_000_000),
     "training.max_epochs": Range(1, 1_000_000),
     "training.max_steps": Range(0, 10**12),

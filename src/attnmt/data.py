@@ -212,7 +212,7 @@ def prepare_data(
         tokenizer = Tokenizer.load(out_dir)
     else:
         log(f"training {d.tokenizer} sentencepiece model(s), vocab {d.vocab_size}, joint={d.joint_vocab}")
-        tokenizer = Tokenizer.train(kept, out_dir, d.vocab_size, d.tokenizer, d.joint_vocab, config.training.seed)
+        tokenizer = Tokenizer.train(kept, out_dir, d.vocab_size, d.tokenizer, d.joint_vocab)
     train = filter_pairs(
         tokenizer.encode_src([p[0] for p in train_pairs]),
         tokenizer.encode_tgt([p[1] for p in train_pairs]),

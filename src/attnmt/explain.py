@@ -48,7 +48,7 @@ def _forced_tokens(
     """The target to replay: the reference, the best beam hypothesis, or None for greedy."""
     if reference is not None:
         return translator.tokenizer.encode_tgt([reference])[0] + [EOS_ID]
-    if options.beam > 1:
+    if options.beam > 1 or len(translator.models) > 1:
         best = search(translator.model, [src_ids], options, translator.device)[0][0]
         return best.tokens + [EOS_ID]
     return None
@@ -151,7 +151,7 @@ def explain(
     lengths = torch.tensor([len(src_ids)])
     limit = int(max_output_lengths(lengths, options.max_length_ratio, options.max_length_extra)[0])
     memory, steps, output_ids = trace(
-        translator.model, src_ids, tokenizer.tgt.id_to_piece, forced, limit, top_k, translator.device
+        translator.models[0], src_ids, tokenizer.tgt.id_to_piece, forced, limit, top_k, translator.device
     )
     for step in steps:
         del step["probs"]
@@ -171,6 +171,12 @@ def explain(
     if reference is not None:
         result["reference"] = reference
         result["reference_log_prob"] = sum(math.log(max(s["chosen_prob"], 1e-45)) for s in steps)
+    if len(translator.models) > 1:
+        result["ensemble"] = len(translator.models)
+        result["ensemble_note"] = (
+            f"an ensemble of {len(translator.models)} models chose the translation; the numbers shown are the "
+            "first model's, replayed on it"
+        )
     if translator.model.attention_name == "none":
         result["note"] = NO_ATTENTION_NOTE
     return result
@@ -228,8 +234,9 @@ def format_text(explanation: dict[str, Any], full: bool = False) -> str:
     ]
     if "reference" in explanation:
         lines.append(f"log P(reference | source) = {explanation['reference_log_prob']:.3f}")
-    if explanation["scoring"] == "none":
-        lines += ["", f"note: {explanation['note']}"]
+    for key in ("note", "ensemble_note"):
+        if key in explanation:
+            lines += ["", f"note: {explanation[key]}"]
     source_width = max(len(t) for t in explanation["source_tokens"]) + 2
     for step in explanation["steps"]:
         lines += [

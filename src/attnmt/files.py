@@ -57,3 +57,9 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` atomically."""
+    with atomic_output(target, binary=True) as stream:
+        stream.write(source.read_bytes())

@@ -30,12 +30,22 @@ from attnmt.vocab import PAD_ID
 
 
 class Seq2Seq(nn.Module):
-    """Encoder, decoder and ``output_layer``, the fully connected layer to the vocabulary (H -> V logits)."""
+    """Encoder, decoder and ``output_layer``, the fully connected layer to the vocabulary (H -> V logits).
 
-    def __init__(self, encoder: Encoder, decoder: Decoder, output_layer: nn.Linear) -> None:
+    With tied embeddings (Press & Wolf 2017; ``model.tie_embeddings``) the output
+    layer's weights *are* the target embedding matrix (V, E), and a linear
+    ``output_projection`` (H -> E) comes first when E != H; with a joint
+    vocabulary the source embedding is the same matrix too. Fewer parameters to
+    learn from a small corpus, and an output layer E/H as costly.
+    """
+
+    def __init__(
+        self, encoder: Encoder, decoder: Decoder, output_layer: nn.Linear, output_projection: nn.Linear | None = None
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.output_projection = output_projection
         self.output_layer = output_layer
 
     @classmethod
@@ -55,7 +65,16 @@ class Seq2Seq(nn.Module):
         )
         attention = build_attention(config.attention, config.hidden_size, config.hidden_size, max_source_length)
         decoder = DECODERS[config.decoder].from_config(config, tgt_vocab_size, attention)
-        model = cls(encoder, decoder, nn.Linear(config.hidden_size, tgt_vocab_size))
+        if not config.tie_embeddings:
+            model = cls(encoder, decoder, nn.Linear(config.hidden_size, tgt_vocab_size))
+        else:
+            projection = None
+            if config.hidden_size != config.embedding_size:
+                projection = nn.Linear(config.hidden_size, config.embedding_size, bias=False)
+            model = cls(encoder, decoder, nn.Linear(config.embedding_size, tgt_vocab_size), projection)
+            model.output_layer.weight = decoder.embedding.weight  # one (V, E) matrix
+            if src_vocab_size == tgt_vocab_size:
+                encoder.embedding.weight = decoder.embedding.weight
         model.initialize(config.init_range)
         return model
 
@@ -80,18 +99,24 @@ class Seq2Seq(nn.Module):
         src_mask = src != PAD_ID  # (B, S), True on real tokens
         return self.decoder.prepare_memory(encoder_outputs, src_mask), self.decoder.initial_state(final)
 
+    def logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The fully connected layer to the vocabulary: decoder outputs (..., H) -> logits (..., V)."""
+        if self.output_projection is not None:
+            outputs = self.output_projection(outputs)  # (..., E)
+        return self.output_layer(outputs)
+
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) for every target position under teacher forcing."""
         memory, state = self.encode(src, src_lengths)
         decoded = self.decoder(tgt_in, state, memory)  # outputs: (B, T, H)
-        return self.output_layer(decoded.outputs)
+        return self.logits(decoded.outputs)
 
     def step(
         self, prev_tokens: torch.Tensor, state: DecoderState, memory: EncoderMemory
     ) -> tuple[torch.Tensor, DecoderState, DecoderOutput]:
         """One decoding step: log-probabilities (B, V) of the next word, new state, details."""
         decoded, state = self.decoder.step(prev_tokens, state, memory)
-        logits = self.output_layer(decoded.outputs.squeeze(1)).float()  # (B, V)
+        logits = self.logits(decoded.outputs.squeeze(1)).float()  # (B, V)
         return torch.log_softmax(logits, dim=-1), state, decoded
 
     @property

@@ -83,7 +83,12 @@ class Tokenizer:
         joint: bool,
         seed: int = 1,
     ) -> Tokenizer:
-        """Train on the training pairs, save the model file(s) in ``out_dir``, load them."""
+        """Train on the training pairs, save the model file(s) in ``out_dir``, load them.
+
+        The result depends only on the pairs and these settings (the seed is fixed,
+        not the run's ``training.seed``), so runs that differ only in training
+        settings share a tokenizer and can form an ensemble.
+        """
         if joint:
             models = {JOINT_MODEL: train_sentencepiece([s for p in pairs for s in p], vocab_size, model_type, seed)}
         else:

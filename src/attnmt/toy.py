@@ -80,7 +80,7 @@ def _explain_sentence(model: Seq2Seq, sentence: str) -> dict[str, Any]:
         step["input_embedding"] = _floats(decoder.embedding.weight[token])
         step["fully_connected_input"] = step["context"] + step["query"]  # [attention values; decoder output]
         step["fully_connected_output"] = step.pop("output")  # tanh(W_c [c; h])
-        step["logits"] = _floats(model.output_layer(torch.tensor(step["fully_connected_output"])))
+        step["logits"] = _floats(model.logits(torch.tensor(step["fully_connected_output"])))
         step["probabilities"] = {word: float(p) for word, p in zip(TARGET_VOCAB, step.pop("probs"))}
     return {
         "scoring": "dot",

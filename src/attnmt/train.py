@@ -240,6 +240,8 @@ class Loop:
             state.best_bleu = scores["valid_bleu"]
             if self.world.is_main:
                 self.checkpointer.save("best.pt", self.model, state)
+        if self.settings.keep_checkpoints and self.world.is_main:
+            self.checkpointer.keep(self.model, state, self.settings.keep_checkpoints)
         stop = self._early_stopping(scheduled, scores["valid_bleu"])
         self.save_last()
         return stop

@@ -16,6 +16,7 @@ beam, an over-long text) raise ``InputError`` naming the option or the text.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from attnmt import limits
 from attnmt.checkpoint import load_model_dir
 from attnmt.config import Config
 from attnmt.device import pick_device
-from attnmt.errors import InputError
+from attnmt.ensemble import Ensemble
+from attnmt.errors import InputError, ModelDirError
 from attnmt.metrics import corpus_scores
 from attnmt.model import Seq2Seq
 from attnmt.search import DecodingOptions, Hypothesis, search
@@ -71,6 +73,18 @@ class Translation:
         }
 
 
+def check_same_vocabulary(first: Tokenizer, other: Tokenizer, first_dir: Path, other_dir: Path) -> None:
+    """Ensemble members must read and write the same pieces (ModelDirError naming the side that differs)."""
+    for side, a, b in (("target", first.tgt, other.tgt), ("source", first.src, other.src)):
+        pieces_a = [a.id_to_piece(i) for i in range(a.get_piece_size())]
+        pieces_b = [b.id_to_piece(i) for i in range(b.get_piece_size())]
+        if pieces_a != pieces_b:
+            raise ModelDirError(
+                f"{other_dir}: its {side} vocabulary differs from {first_dir}'s; an ensemble needs models "
+                "trained with the same data settings (same sentencepiece model)"
+            )
+
+
 def check_texts(texts: Any) -> list[str]:
     """The texts as a list of strings, or ``InputError`` naming the first bad one."""
     if isinstance(texts, str) or not isinstance(texts, list):
@@ -86,10 +100,15 @@ def check_texts(texts: Any) -> list[str]:
 
 
 class Translator:
-    """A trained model, its tokenizer and its config, ready to translate."""
+    """A trained model (or an ensemble), its tokenizer and its config, ready to translate."""
 
     def __init__(
-        self, model: Seq2Seq, tokenizer: Tokenizer, config: Config, device: torch.device, model_dir: Path | None = None
+        self,
+        model: Seq2Seq | Ensemble,
+        tokenizer: Tokenizer,
+        config: Config,
+        device: torch.device,
+        model_dir: Path | None = None,
     ) -> None:
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
@@ -98,10 +117,30 @@ class Translator:
         self.model_dir = model_dir
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto", checkpoint_name: str = "best.pt") -> Translator:
-        """Load ``model_dir`` as written by ``attnmt train`` (best checkpoint by default)."""
-        loaded = load_model_dir(Path(model_dir), checkpoint_name)
-        return cls(loaded.model, loaded.tokenizer, loaded.config, pick_device(device), Path(model_dir))
+    def load(
+        cls,
+        model_dir: str | Path | Sequence[str | Path],
+        device: str = "auto",
+        checkpoint_name: str = "best.pt",
+    ) -> Translator:
+        """Load a model directory written by ``attnmt train`` (best checkpoint by default).
+
+        Given several directories, their models translate as an ensemble
+        (``ensemble.py``): they must share the tokenizer, and the first one's
+        decoding settings apply.
+        """
+        directories = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(d) for d in model_dir]
+        loaded = [load_model_dir(directory, checkpoint_name) for directory in directories]
+        for directory, other in zip(directories[1:], loaded[1:]):
+            check_same_vocabulary(loaded[0].tokenizer, other.tokenizer, directories[0], directory)
+        first = loaded[0]
+        model = first.model if len(loaded) == 1 else Ensemble([m.model for m in loaded])
+        return cls(model, first.tokenizer, first.config, pick_device(device), directories[0])
+
+    @property
+    def models(self) -> list[Seq2Seq]:
+        """The model, or each member of the ensemble."""
+        return self.model.models if isinstance(self.model, Ensemble) else [self.model]
 
     @property
     def attention_name(self) -> str:
