@@ -155,6 +155,7 @@ class Checkpointer:
             "model": model.state_dict(),
             "config": self.config.to_dict(),
             "step": state.step,
+            "best_valid_bleu": state.best_bleu,
             "tokenizer_sha256": tokenizer_fingerprint(self.out_dir),
             **self.sizes,
         }

@@ -46,6 +46,26 @@ def _seed(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected 0 to 10000 milliseconds, got {text!r}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line and a pointer to ``--help`` (not the usage block)."""
 
@@ -147,6 +167,20 @@ def _add_average(subparsers: Any) -> None:
     average.set_defaults(handler=commands.average)
 
 
+def _add_serve(subparsers: Any) -> None:
+    serve = subparsers.add_parser("serve", help="HTTP API and a web page that shows attention")
+    serve.add_argument("--model", required=True, action="append", help="model directory (repeat for an ensemble)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1/* (or set ATTNMT_API_KEY)")
+    serve.add_argument("--max-batch", type=_positive, default=32, help="sentences decoded together (default 32)")
+    serve.add_argument("--max-wait-ms", type=_milliseconds, default=5.0, help="wait for company (default 5 ms)")
+    serve.add_argument("--queue-size", type=_positive, default=1024, help="queued sentences before 503 (default 1024)")
+    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    serve.add_argument("--threads", type=_positive, help="CPU threads for torch")
+    serve.set_defaults(handler=commands.serve)
+
+
 def _add_plot(subparsers: Any) -> None:
     plot = subparsers.add_parser("plot", help="heatmaps from a translate --attention file")
     plot.add_argument("file", help="JSONL written by attnmt translate --attention")
@@ -165,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(subparsers)
     _add_explain(subparsers)
     _add_average(subparsers)
+    _add_serve(subparsers)
     _add_plot(subparsers)
     return parser
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -205,3 +206,48 @@ def quickstart(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     run_quickstart(Path(args.out), minutes=args.minutes)
     return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from attnmt.server import create_app
+    from attnmt.serving import ServedModel
+    from attnmt.translator import Translator
+
+    _set_threads(args.threads)
+    api_key = args.api_key or os.environ.get("ATTNMT_API_KEY") or None
+    _check_port_free(args.host, args.port)
+    translator = Translator.load(args.model, device=args.device)
+    name = translator.name
+    if not api_key and not _is_loopback(args.host):
+        print(
+            f"attnmt: warning: serving on {args.host} without --api-key: anyone who can reach this port can use it",
+            file=sys.stderr,
+        )
+    app = create_app(ServedModel(translator), api_key, args.max_batch, args.max_wait_ms, args.queue_size)
+    print(f"attnmt: serving {name} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        raise AttnmtError(f"--host {host} --port {port}: cannot listen there ({error.strerror})") from None

@@ -156,7 +156,7 @@ def explain(
     for step in steps:
         del step["probs"]
     result: dict[str, Any] = {
-        "model": str(translator.model_dir or ""),
+        "model": translator.name,
         "scoring": translator.model.attention_name,
         "span": translator.config.model.attention_span,
         "decoder": translator.config.model.decoder,

@@ -125,3 +125,19 @@ class Reporter:
             yield bar
         finally:
             bar.close()
+
+
+def best_bleu_from_log(model_dir: Path) -> float | None:
+    """The best validation BLEU in a run's ``train_log.jsonl``, if it has one."""
+    log = model_dir / "train_log.jsonl"
+    if not log.is_file():
+        return None
+    scores = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("valid_bleu"), (int, float)):
+            scores.append(float(row["valid_bleu"]))
+    return max(scores) if scores else None

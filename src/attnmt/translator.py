@@ -31,6 +31,7 @@ from attnmt.ensemble import Ensemble
 from attnmt.errors import InputError, ModelDirError
 from attnmt.metrics import corpus_scores
 from attnmt.model import Seq2Seq
+from attnmt.reporting import best_bleu_from_log
 from attnmt.search import DecodingOptions, Hypothesis, search
 from attnmt.tokenizer import Tokenizer
 
@@ -115,6 +116,8 @@ class Translator:
         self.config = config
         self.device = device
         self.model_dir = model_dir
+        self.training_record: dict[str, Any] = {}  # steps and best validation BLEU, when loaded from a run
+        self.name = model_dir.name if model_dir is not None else "model"  # shown to people: never a full path
 
     @classmethod
     def load(
@@ -135,7 +138,14 @@ class Translator:
             check_same_vocabulary(loaded[0].tokenizer, other.tokenizer, directories[0], directory)
         first = loaded[0]
         model = first.model if len(loaded) == 1 else Ensemble([m.model for m in loaded])
-        return cls(model, first.tokenizer, first.config, pick_device(device), directories[0])
+        translator = cls(model, first.tokenizer, first.config, pick_device(device), directories[0])
+        translator.name = " + ".join(directory.resolve().name for directory in directories)
+        bleu = first.payload.get("best_valid_bleu")
+        translator.training_record = {
+            "steps": first.payload.get("step"),
+            "best_valid_bleu": bleu if isinstance(bleu, (int, float)) else best_bleu_from_log(directories[0]),
+        }
+        return translator
 
     @property
     def models(self) -> list[Seq2Seq]:

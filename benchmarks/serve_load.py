@@ -1,0 +1,143 @@
+"""Load on ``attnmt serve`` over loopback: N concurrent clients for a fixed time, micro-batching on and off.
+
+    python benchmarks/serve_load.py --model runs/quickstart [--clients 32] [--seconds 60] [--max-batch 32]
+
+Starts the server twice (``--max-batch 1``: every request decoded alone; then
+``--max-batch N``), each time lets ``--clients`` clients send requests of one
+sentence back to back for ``--seconds`` (a mix of short and long sentences from
+test2016), and reports requests/s, sentences/s, p50/p99 latency and errors. The
+ceiling is translating the same sentences with the Python API in batches, in this
+process, after loading. Prints one JSON line per measurement; run it on an idle
+machine (it is not a CI test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).parent.parent
+
+
+def cpu_flags() -> str:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in text) or "unknown"
+
+
+def sentences(count: int) -> list[str]:
+    from attnmt.data import read_lines
+
+    lines = [line for line in read_lines("bundled:multi30k/test_2016_flickr.en.gz") if line.strip()]
+    ordered = sorted(lines, key=len)
+    short, long = ordered[: len(ordered) // 2], ordered[len(ordered) // 2 :]
+    return [short[i % len(short)] if i % 2 else long[i % len(long)] for i in range(count)]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def client(
+    url: str, texts: list[str], offset: int, stop_at: float, latencies: list[float], errors: list[str]
+) -> None:
+    async with httpx.AsyncClient(timeout=120) as session:
+        index = offset
+        while time.monotonic() < stop_at:
+            started = time.monotonic()
+            try:
+                answer = await session.post(url, json={"text": texts[index % len(texts)], "beam": 5})
+                if answer.status_code != 200:
+                    errors.append(str(answer.status_code))
+                else:
+                    latencies.append(time.monotonic() - started)
+            except httpx.HTTPError as error:
+                errors.append(type(error).__name__)
+            index += 1
+
+
+def measure(model: str, max_batch: int, clients: int, seconds: float, threads: int) -> dict[str, object]:
+    port = free_port()
+    command = [sys.executable, "-m", "attnmt", "serve", "--model", model, "--port", str(port)]
+    command += ["--max-batch", str(max_batch), "--threads", str(threads)]
+    server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        texts = sentences(1000)
+        latencies: list[float] = []
+        errors: list[str] = []
+        stop_at = time.monotonic() + seconds
+        started = time.monotonic()
+
+        async def run_all() -> None:
+            await asyncio.gather(
+                *(client(f"{base}/v1/translate", texts, i * 31, stop_at, latencies, errors) for i in range(clients))
+            )
+
+        asyncio.run(run_all())
+        elapsed = time.monotonic() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    ordered = sorted(latencies)
+    return {
+        "mode": f"micro-batching max_batch={max_batch}" if max_batch > 1 else "no batching (max_batch=1)",
+        "clients": clients,
+        "seconds": round(elapsed, 1),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "sentences_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(1000 * statistics.median(ordered), 1) if ordered else None,
+        "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 1) if ordered else None,
+        "errors": len(errors),
+    }
+
+
+def ceiling(model: str, threads: int, batch: int) -> dict[str, object]:
+    import torch
+
+    from attnmt import Translator
+
+    torch.set_num_threads(threads)
+    translator = Translator.load(model)
+    texts = sentences(1000)
+    started = time.monotonic()
+    translator.translate(texts, beam=5, batch_size=batch)
+    elapsed = time.monotonic() - started
+    return {
+        "mode": f"Translator.translate, batches of {batch} (ceiling)",
+        "sentences_per_s": round(len(texts) / elapsed, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    print(json.dumps({"cpu_flags": cpu_flags(), "threads": args.threads}))
+    for max_batch in (1, args.max_batch):
+        print(json.dumps(measure(args.model, max_batch, args.clients, args.seconds, args.threads)), flush=True)
+    print(json.dumps(ceiling(args.model, args.threads, args.max_batch)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
