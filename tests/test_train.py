@@ -99,8 +99,8 @@ def test_warmup_decay_schedule(tmp_path: Path) -> None:
 
 def test_stop_and_validation_decisions() -> None:
     from attnmt.config import TrainingConfig
+    from attnmt.loop import Stop, stop_decision, validation_due
     from attnmt.resume import TrainState
-    from attnmt.train import Stop, stop_decision, validation_due
 
     config = TrainingConfig(max_steps=100, valid_every=40)
     assert stop_decision(TrainState(step=99), config, out_of_time=False, max_minutes=0) is None
@@ -187,7 +187,7 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path: Path) -> None:
 
 
 def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from attnmt import train as train_module
+    from attnmt import loop as train_module
     from attnmt.errors import TrainingError
 
     paths = write_tiny_corpus(tmp_path)

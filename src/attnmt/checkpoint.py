@@ -24,7 +24,7 @@ from attnmt.config import Config, config_from_dict
 from attnmt.errors import ConfigError, ModelDirError
 from attnmt.files import atomic_output
 from attnmt.model import Seq2Seq
-from attnmt.resume import TrainState, random_state
+from attnmt.resume import TrainState
 from attnmt.tokenizer import Tokenizer, tokenizer_fingerprint
 
 FORMAT = "attnmt-1"
@@ -160,7 +160,7 @@ class Checkpointer:
             **self.sizes,
         }
         if training is not None:
-            payload.update(training, train_state=vars(state).copy(), rng=random_state(self.device))
+            payload.update(training, train_state=vars(state).copy())
         save_atomic(payload, self.out_dir / name)
 
     def keep(self, model: Seq2Seq, state: TrainState, keep: int) -> None:

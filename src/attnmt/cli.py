@@ -95,6 +95,9 @@ def _add_train(subparsers: Any) -> None:
     train.add_argument("--max-minutes", type=_minutes, help="stop training after this many minutes")
     train.add_argument("--threads", type=_positive, help="CPU threads for torch (default: training.threads or all)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--nproc", type=_positive, default=1, help="train in N processes on this machine (torchrun; see README)"
+    )
     train.set_defaults(handler=commands.train)
 
 
@@ -207,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.handler(args))
     except InputError as error:  # an option out of range: name it as the command line does

@@ -63,23 +63,38 @@ def _write_output(path: str, lines: list[str]) -> None:
 
 def train(args: argparse.Namespace) -> int:
     from attnmt.config import load_config
+    from attnmt.distributed import launch, launched_by_torchrun
     from attnmt.train import train as run_training
 
-    config = load_config(args.config, args.set)
-    _set_threads(args.threads or config.training.threads)
+    config = load_config(args.config, args.set)  # a bad config stops here, before any process starts
+    if args.threads:
+        config.training.threads = args.threads
+    if args.nproc > 1 and not launched_by_torchrun():
+        return launch(args.nproc, _without_nproc(args.argv))
     out = args.out or f"runs/{Path(args.config).stem}"
     result = run_training(config, out, max_minutes=args.max_minutes or 0.0, progress=not args.no_progress)
-    print(
-        json.dumps(
-            {
-                "out": str(result.out_dir),
-                "steps": result.steps,
-                "best_valid_bleu": result.best_bleu,
-                "stopped": result.stopped_because,
-            }
-        )
-    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        summary = {
+            "out": str(result.out_dir),
+            "steps": result.steps,
+            "best_valid_bleu": result.best_bleu,
+            "stopped": result.stopped_because,
+        }
+        print(json.dumps(summary))
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line of one worker: the same, without ``--nproc N``."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            kept.append(item)
+    return kept
 
 
 def translate(args: argparse.Namespace) -> int:

@@ -88,8 +88,9 @@ class TrainingConfig:
     max_minutes: float = 0.0
     save_every: int = 200
     keep_checkpoints: int = 0
+    accumulate_steps: int = 1
     seed: int = 1
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0
 
@@ -209,6 +210,7 @@ RANGES: dict[str, Range] = {
     "training.log_every": Range(1, 1_000_000_000),
     "training.save_every": Range(0, 1_000_000_000),
     "training.keep_checkpoints": Range(0, 1000),
+    "training.accumulate_steps": Range(1, 1024),
     "training.early_stopping": Range(0, 1_000_000),
     "training.max_epochs": Range(1, 1_000_000),
     "training.max_steps": Range(0, 10**12),

@@ -162,6 +162,15 @@ def make_batch(src: list[list[int]], tgt: list[list[int]]) -> Batch:
     return Batch(src_tensor, src_lengths, tgt_in, tgt_out, int(tgt_lengths.sum()))
 
 
+def shard(indices: list[int], parts: int) -> list[list[int]]:
+    """Deal a batch's sentences into ``parts`` shares of about equal size and length (round-robin).
+
+    The batch is sorted by length, so dealing it like cards gives every share the
+    same mix of lengths. With fewer sentences than parts some shares are empty.
+    """
+    return [indices[part::parts] for part in range(parts)]
+
+
 def token_batches(corpus: EncodedCorpus, batch_tokens: int, seed: int, epoch: int) -> list[list[int]]:
     """Index lists of the batches of one epoch, about ``batch_tokens`` padded targets each.
 
@@ -192,9 +201,9 @@ def token_batches(corpus: EncodedCorpus, batch_tokens: int, seed: int, epoch: in
 
 
 def prepare_data(
-    config: Config, out_dir: Path, resuming: bool, log: Callable[[str], None]
+    config: Config, tokenizer_for: Callable[[list[tuple[str, str]]], Tokenizer], log: Callable[[str], None]
 ) -> tuple[Tokenizer, EncodedCorpus, list[tuple[str, str]]]:
-    """Read the corpora, train (or load) the tokenizer, encode and filter."""
+    """Read the corpora, get the tokenizer (``tokenizer_for`` the usable training pairs), encode and filter."""
     d = config.data
     if not (d.train_tsv or (d.train_src and d.train_tgt)):
         raise ConfigError("data: give train_src and train_tgt (or train_tsv)")
@@ -208,11 +217,7 @@ def prepare_data(
     valid = [p for p in valid_pairs if p[0]]
     if not valid:
         raise DataError(f"{d.valid_tsv or d.valid_src}: every validation source line is empty")
-    if resuming and Tokenizer.exists(out_dir):
-        tokenizer = Tokenizer.load(out_dir)
-    else:
-        log(f"training {d.tokenizer} sentencepiece model(s), vocab {d.vocab_size}, joint={d.joint_vocab}")
-        tokenizer = Tokenizer.train(kept, out_dir, d.vocab_size, d.tokenizer, d.joint_vocab)
+    tokenizer = tokenizer_for(kept)
     train = filter_pairs(
         tokenizer.encode_src([p[0] for p in train_pairs]),
         tokenizer.encode_tgt([p[1] for p in train_pairs]),
@@ -220,4 +225,8 @@ def prepare_data(
     )
     if len(train) == 0:
         raise ConfigError(f"data: no training pair is left after filtering by data.max_length={d.max_length}")
+    log(
+        f"{len(train)} training pairs kept, {train.dropped_empty} empty and {train.dropped_long} longer than "
+        f"{d.max_length} tokens skipped; {len(valid)} validation pairs"
+    )
     return tokenizer, train, valid

@@ -16,12 +16,12 @@ import torch
 from attnmt.errors import AttnmtError
 
 
-def pick_device(setting: str = "auto") -> torch.device:
-    """CUDA when asked for or (with "auto") when present, else the CPU."""
+def pick_device(setting: str = "auto", local_rank: int = 0) -> torch.device:
+    """CUDA when asked for or (with "auto") when present, else the CPU; under torchrun the GPU of LOCAL_RANK."""
     if setting == "cuda" and not torch.cuda.is_available():
         raise AttnmtError("device cuda was asked for, but torch sees no CUDA device")
     if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
+        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
     return torch.device("cpu")
 
 
@@ -35,11 +35,20 @@ def cpu_supports_bf16() -> bool:
 
 
 def choose_precision(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for training (None = plain fp32)."""
+    """The autocast dtype for training (None = plain fp32).
+
+    ``auto``: on CUDA bf16 where the GPU supports it, else fp16 (trained with a
+    gradient scaler); on a CPU bf16 only with native support. ``fp16`` is for CUDA
+    only: CPUs have no fast fp16 arithmetic.
+    """
     if setting == "fp32":
         return None
     if setting == "bf16":
         return torch.bfloat16
+    if setting == "fp16":
+        if device.type != "cuda":
+            raise AttnmtError("training.precision: fp16 needs a CUDA device; on a CPU use auto, fp32 or bf16")
+        return torch.float16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_supports_bf16() else None

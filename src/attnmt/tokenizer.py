@@ -111,6 +111,22 @@ class Tokenizer:
             return cls(_processor(model_dir / SRC_MODEL), _processor(model_dir / TGT_MODEL))
         raise ModelDirError(f"{model_dir}: no sentencepiece model ({JOINT_MODEL}, or {SRC_MODEL} and {TGT_MODEL})")
 
+    def model_files(self, model_dir: Path) -> dict[str, bytes]:
+        """The serialised sentencepiece model(s) stored in ``model_dir``, by file name."""
+        return {name: (model_dir / name).read_bytes() for name in tokenizer_fingerprint(model_dir)}
+
+    @classmethod
+    def from_model_files(cls, files: dict[str, bytes]) -> Tokenizer:
+        """A tokenizer from serialised models (as ``model_files`` gives them), without touching the disk."""
+        loaded = {}
+        for name, data in files.items():
+            processor = spm.SentencePieceProcessor()
+            processor.LoadFromSerializedProto(data)
+            loaded[name] = processor
+        if JOINT_MODEL in loaded:
+            return cls(loaded[JOINT_MODEL], loaded[JOINT_MODEL])
+        return cls(loaded[SRC_MODEL], loaded[TGT_MODEL])
+
     @staticmethod
     def exists(model_dir: Path) -> bool:
         return (model_dir / JOINT_MODEL).is_file() or (model_dir / SRC_MODEL).is_file()

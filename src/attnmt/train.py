@@ -1,4 +1,4 @@
-"""Training: teacher forcing, label-smoothed cross-entropy, Adam, validation, checkpoints.
+"""Training: set up a run, resume it if it was stopped, run the loop, save what it reached.
 
 ``train(config, out_dir)`` does the whole job and can be rerun on the same
 ``out_dir`` to resume: model, optimizer, scheduler, position inside the epoch and
@@ -7,72 +7,44 @@ resumed run continues the very same run. The directory holds ``config.yaml``, th
 sentencepiece model(s), ``best.pt`` (best validation BLEU), ``last.pt`` and
 ``train_log.jsonl`` (one JSON object per logged step and per validation).
 
-The loop (``Loop.run``) asks three small questions after every update, each
-answered by its own function: is a log row due (``IntervalMeter``), must training
-stop (``stop_decision``, a ``Stop`` value), is a validation due
-(``validation_due``). Flags that can differ between processes (Ctrl-C, the
-clock) are agreed through the ``World`` first, so that under torchrun all
-processes stop at the same step; only the main process writes.
+Under torchrun every process runs ``train``; the main one alone owns the run
+directory (lock, config, tokenizer, checkpoints, log) and hands the others what
+they need through the ``World``: the tokenizer, and on resume the saved state.
+The loop itself is in ``loop.py``.
 """
 
 from __future__ import annotations
 
-import math
+import os
 import random
 import signal
-import threading
-import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from attnmt import checkpoint
 from attnmt.checkpoint import Checkpointer
-from attnmt.config import Config, TrainingConfig, save_config
-from attnmt.data import Batch, EncodedCorpus, make_batch, prepare_data, token_batches
+from attnmt.config import Config, save_config
+from attnmt.data import EncodedCorpus, prepare_data
 from attnmt.device import choose_precision, pick_device
-from attnmt.distributed import World
+from attnmt.distributed import LAUNCHED, World, init_world
 from attnmt.errors import Interrupted, ModelDirError, TrainingError
 from attnmt.files import remove_stale_temporaries
-from attnmt.loss import sequence_loss
+from attnmt.loop import INTERRUPTED, Loop, Stop, Update
 from attnmt.model import Seq2Seq
-from attnmt.reporting import IntervalMeter, Reporter
+from attnmt.reporting import Reporter
 from attnmt.resume import TrainState, check_resumable, restore_random_state
 from attnmt.rundir import RunLock, check_out_dir, truncate_log
-from attnmt.schedule import make_scheduler, step_on_update, step_on_validation
+from attnmt.schedule import make_scheduler
 from attnmt.tokenizer import Tokenizer
 from attnmt.validation import Validator
 
-
-@dataclass(frozen=True)
-class Stop:
-    """Why training stops; ``finished`` runs are complete (rerunning them does nothing)."""
-
-    reason: str
-    finished: bool = False
-
-
-INTERRUPTED = Stop("interrupted")
-
-#: Signals that make training save ``last.pt`` and stop.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def stop_decision(state: TrainState, config: TrainingConfig, out_of_time: bool, max_minutes: float) -> Stop | None:
-    """A budget that ends the run after this update, or None."""
-    if out_of_time:
-        return Stop(f"time budget of {max_minutes:g} minutes reached")
-    if config.max_steps > 0 and state.step >= config.max_steps:
-        return Stop(f"training.max_steps={config.max_steps} reached")
-    return None
-
-
-def validation_due(step: int, config: TrainingConfig, stop: Stop | None) -> bool:
-    """Validate every ``valid_every`` updates and whenever a budget stops the run."""
-    return step % config.valid_every == 0 or stop is not None
+#: What ``last.pt`` must hold besides the weights to resume a run.
+TRAINING_ENTRIES = ("optimizer", "scheduler", "train_state", "rng")
 
 
 @dataclass
@@ -84,192 +56,18 @@ class TrainResult:
     target_tokens_per_s: float
 
 
-class Loop:
-    """The training loop proper: updates, log rows, validations, checkpoints, stopping."""
+class Trainer:
+    """One training run in ``out_dir`` (one process of it, under torchrun)."""
 
     def __init__(
-        self,
-        model: Seq2Seq,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-        state: TrainState,
-        train: EncodedCorpus,
-        settings: TrainingConfig,
-        validator: Validator,
-        checkpointer: Checkpointer,
-        reporter: Reporter,
-        world: World,
-        device: torch.device,
-        autocast: Any,
-        max_minutes: float,
+        self, config: Config, out_dir: Path, max_minutes: float, progress: bool = True, world: World | None = None
     ) -> None:
-        self.model, self.optimizer, self.scheduler, self.state = model, optimizer, scheduler, state
-        self.train, self.settings, self.validator, self.checkpointer = train, settings, validator, checkpointer
-        self.reporter, self.world, self.device, self.autocast = reporter, world, device, autocast
-        self.max_minutes = max_minutes
-        self.meter = IntervalMeter()
-        self.recent: dict[str, Any] = {}  # last logged training loss and speed, repeated in validation rows
-        self.last_validated_step = -1
-        self.interrupted = 0  # the number of the signal that asked to stop
-        self.updates = 0  # optimizer updates made by this process
-
-    def train_step(self, batch: Batch) -> float:
-        """Forward, label-smoothed loss averaged over target tokens, backward, clip, update.
-
-        A NaN or infinite loss stops training before it reaches the weights
-        (``TrainingError``): the checkpoints on disk stay the last good ones.
-        """
-        self.model.train()
-        with self.autocast():
-            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, V)
-        loss = sequence_loss(logits, batch.tgt_out, self.settings.label_smoothing)
-        (not_finite,) = self.world.any(not math.isfinite(float(loss.detach())))
-        if not_finite:
-            raise TrainingError(
-                f"the loss became {float(loss.detach())} at step {self.state.step + 1} (training.lr="
-                f"{self.optimizer.param_groups[0]['lr']:g}); stopped without saving, so last.pt and best.pt hold "
-                "the last good weights: lower training.lr or training.clip_norm and rerun to resume"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        (loss / batch.target_tokens).backward()
-        if self.settings.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_norm)
-        self.optimizer.step()
-        step_on_update(self.scheduler)
-        return float(loss.detach())
-
-    def save_last(self) -> None:
-        training = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        if self.world.is_main:
-            self.checkpointer.save("last.pt", self.model, self.state, training)
-
-    def run(self) -> Stop:
-        """Train until a stop; SIGINT (Ctrl-C) and SIGTERM (timeout, docker stop, Slurm) save and stop."""
-        if threading.current_thread() is not threading.main_thread():
-            return self._run()
-        previous = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
-        try:
-            return self._run()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        """First signal: finish the current step, save last.pt, stop. A second one stops at once."""
-        self.interrupted = self.interrupted or signum
-        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
-
-    def _run(self) -> Stop:
-        state, settings = self.state, self.settings
-        started = time.monotonic()
-        budget = self.max_minutes * 60 if self.max_minutes > 0 else math.inf
-        stop = Stop("finished", finished=True) if state.finished else stop_decision(state, settings, False, 0)
-        while stop is None and state.epoch < settings.max_epochs:
-            batches = token_batches(self.train, settings.batch_tokens, settings.seed, state.epoch)
-            with self.reporter.epoch_bar(len(batches), state.batch_in_epoch, state.epoch) as bar:
-                while stop is None and state.batch_in_epoch < len(batches):
-                    stop = self._update(batches[state.batch_in_epoch], bar, time.monotonic() - started >= budget)
-            if stop is None:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-        if stop is None:
-            if self.last_validated_step != state.step and self.updates:
-                self.validate_and_save(scheduled=False)
-            stop = Stop(f"training.max_epochs={settings.max_epochs} reached", finished=True)
-        return stop
-
-    def _update(self, indices: list[int], bar: Any, out_of_time: bool) -> Stop | None:
-        """One optimizer update on the batch ``indices``, then logging, validation and the stop decision."""
-        state = self.state
-        batch = make_batch([self.train.src[i] for i in indices], [self.train.tgt[i] for i in indices])
-        loss = self.train_step(batch.to(self.device))
-        state.step += 1
-        state.batch_in_epoch += 1
-        self.updates += 1
-        self.meter.add(loss, batch.target_tokens)
-        bar.update(1)
-        if state.step % self.settings.log_every == 0:
-            self._log_interval(bar)
-        interrupted, out_of_time = self.world.any(bool(self.interrupted), out_of_time)
-        if interrupted:
-            return INTERRUPTED
-        stop = stop_decision(state, self.settings, out_of_time, self.max_minutes)
-        if validation_due(state.step, self.settings, stop):
-            early = self.validate_and_save(scheduled=state.step % self.settings.valid_every == 0, bar=bar)
-            self.meter.restart()  # validation time is not training time
-            stop = early or stop
-        elif self.settings.save_every and state.step % self.settings.save_every == 0:
-            self.save_last()  # bounds what a kill costs
-        return stop
-
-    def _log_interval(self, bar: Any) -> None:
-        state = self.state
-        row = {"step": state.step, "epoch": state.epoch + 1, **self.meter.take(self.optimizer.param_groups[0]["lr"])}
-        if not self.recent:  # the first row of this process says what the data held
-            row.update(
-                train_pairs=len(self.train),
-                dropped_empty=self.train.dropped_empty,
-                dropped_long=self.train.dropped_long,
-            )
-        self.reporter.row(row)
-        self.recent = {"loss": row["loss"], "tgt_tokens_per_s": row["tgt_tokens_per_s"]}
-        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tgt_tokens_per_s']:.0f}")
-
-    def validate_and_save(self, scheduled: bool, bar: Any = None) -> Stop | None:
-        """Validate, log, save best/last; return an early stop or None.
-
-        Only ``scheduled`` validations (every ``valid_every`` steps) step the plateau
-        scheduler and count for early stopping; the extra validation when a budget
-        stops the run only updates ``best.pt``, so that a resumed run follows the
-        same learning-rate schedule as one that never stopped.
-        """
-        state = self.state
-        scores = self.world.from_main(self.validator(self.model) if self.world.is_main else None)
-        self.last_validated_step = state.step
-        if scheduled:
-            step_on_validation(self.scheduler, scores["valid_loss"])
-        lr = self.optimizer.param_groups[0]["lr"]
-        row = {"step": state.step, "epoch": state.epoch + 1, "lr": lr, **self.recent}
-        self.reporter.row({**row, **{k: round(v, 4) for k, v in scores.items()}})
-        self.reporter.message(
-            f"step {state.step}: valid loss {scores['valid_loss']:.3f}, ppl {scores['valid_ppl']:.2f}, "
-            f"greedy BLEU {scores['valid_bleu']:.2f}",
-            bar,
-        )
-        if scores["valid_bleu"] > state.best_bleu:
-            state.best_bleu = scores["valid_bleu"]
-            if self.world.is_main:
-                self.checkpointer.save("best.pt", self.model, state)
-        if self.settings.keep_checkpoints and self.world.is_main:
-            self.checkpointer.keep(self.model, state, self.settings.keep_checkpoints)
-        stop = self._early_stopping(scheduled, scores["valid_bleu"])
-        self.save_last()
-        return stop
-
-    def _early_stopping(self, scheduled: bool, bleu: float) -> Stop | None:
-        """Count scheduled validations without a better BLEU; stop after ``early_stopping`` of them."""
-        state, patience = self.state, self.settings.early_stopping
-        if not scheduled:
-            return None
-        if bleu > state.best_scheduled_bleu:
-            state.best_scheduled_bleu, state.bad_validations = bleu, 0
-            return None
-        state.bad_validations += 1
-        if patience > 0 and state.bad_validations >= patience:
-            return Stop(f"early stopping after {state.bad_validations} validations without a better BLEU", True)
-        return None
-
-
-class Trainer:
-    """One training run in ``out_dir``: set-up, then the loop, then the final save."""
-
-    def __init__(self, config: Config, out_dir: Path, max_minutes: float, progress: bool = True) -> None:
         self.config = config
         self.out_dir = out_dir
         self.max_minutes = max_minutes or config.training.max_minutes
-        self.world = World()
+        self.world = world or init_world(config.training.device, config.training.threads)
         self.reporter = Reporter(out_dir / "train_log.jsonl", progress, self.world.is_main)
-        self.device = pick_device(config.training.device)
+        self.device = pick_device(config.training.device, self.world.local_rank)
         self.autocast_dtype = choose_precision(config.training.precision, self.device)
 
     def autocast(self) -> Any:
@@ -278,29 +76,42 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def run(self) -> TrainResult:
-        check_out_dir(self.out_dir)
-        with RunLock(self.out_dir):
-            remove_stale_temporaries(self.out_dir)
-            return self._run_locked()
+        with ExitStack() as held:
+            resuming = self.world.on_main(lambda: self._open_run_directory(held))
+            torch.manual_seed(self.config.training.seed + self.world.rank)
+            random.seed(self.config.training.seed + self.world.rank)
+            tokenizer, train, valid = prepare_data(self.config, self._tokenizer_for(resuming), self.reporter.message)
+            loop = self._build_loop(tokenizer, train, valid, resuming)
+            stop = loop.run()
+            return self._finish(loop, stop)
 
-    def _run_locked(self) -> TrainResult:
+    def _open_run_directory(self, held: ExitStack) -> bool:
+        """Main process: check and lock ``out_dir``, clean it, save the config; True if resuming."""
         config, out_dir = self.config, self.out_dir
+        check_out_dir(out_dir)
+        held.enter_context(RunLock(out_dir))
+        remove_stale_temporaries(out_dir)
         resuming = (out_dir / "last.pt").is_file()
         if resuming:
             check_resumable(config, out_dir)
         else:
             truncate_log(self.reporter.log_path, 0)  # rows of an attempt killed before its first save
-        save_config(config, out_dir / "config.yaml")  # first: marks the directory as an attnmt run
-        torch.manual_seed(config.training.seed)
-        random.seed(config.training.seed)
-        tokenizer, train, valid = prepare_data(config, out_dir, resuming, self.reporter.message)
-        self.reporter.message(
-            f"{len(train)} training pairs kept, {train.dropped_empty} empty and {train.dropped_long} longer than "
-            f"{config.data.max_length} tokens skipped; {len(valid)} validation pairs"
-        )
-        loop = self._build_loop(tokenizer, train, valid, resuming)
-        stop = loop.run()
-        return self._finish(loop, stop)
+        save_config(config, out_dir / "config.yaml")  # marks the directory as an attnmt run
+        return resuming
+
+    def _tokenizer_for(self, resuming: bool) -> Any:
+        """Train (or, resuming, load) the tokenizer in the main process; every process gets a copy."""
+        d, out_dir = self.config.data, self.out_dir
+
+        def make(pairs: list[tuple[str, str]]) -> dict[str, bytes]:
+            if resuming and Tokenizer.exists(out_dir):
+                tokenizer = Tokenizer.load(out_dir)
+            else:
+                self.reporter.message(f"training {d.tokenizer} sentencepiece model(s), vocab {d.vocab_size}")
+                tokenizer = Tokenizer.train(pairs, out_dir, d.vocab_size, d.tokenizer, d.joint_vocab)
+            return tokenizer.model_files(out_dir)
+
+        return lambda pairs: Tokenizer.from_model_files(self.world.on_main(lambda: make(pairs)))
 
     def _build_loop(
         self, tokenizer: Tokenizer, train: EncodedCorpus, valid: list[tuple[str, str]], resuming: bool
@@ -311,31 +122,59 @@ class Trainer:
         model.to(self.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.training.lr)
         scheduler = make_scheduler(optimizer, config.training)
-        state = TrainState()
-        if resuming:
-            state = self._resume(model, optimizer, scheduler)
-        parameters = sum(p.numel() for p in model.parameters())
-        self.reporter.message(
-            f"model: {config.model.rnn} {config.model.decoder} decoder, {model.attention_name} attention, "
-            f"{parameters / 1e6:.1f}M parameters; device {self.device}, "
-            f"precision {self.autocast_dtype or 'fp32'}, {torch.get_num_threads()} threads"
-        )
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        state = self._resume(model, optimizer, scheduler, scaler) if resuming else TrainState()
+        network = self._distribute(model)
+        self._describe(model)
         sizes = {
             "src_vocab_size": tokenizer.src_vocab_size,
             "tgt_vocab_size": tokenizer.tgt_vocab_size,
             "max_source_length": max_source_length,
         }
+        update = Update(network, optimizer, scheduler, scaler, config.training, self.world, self.device, self.autocast)
         validator = Validator(tokenizer, valid, config, self.device, self.autocast)
         checkpointer = Checkpointer(self.out_dir, config, sizes, self.device)
-        return Loop(
-            model, optimizer, scheduler, state, train, config.training, validator, checkpointer,
-            self.reporter, self.world, self.device, self.autocast, self.max_minutes,
-        )  # fmt: skip
+        return Loop(model, update, state, train, validator, checkpointer, self.reporter, self.max_minutes)
 
-    def _resume(self, model: Seq2Seq, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainState:
+    def _distribute(self, model: Seq2Seq) -> nn.Module:
+        """The model as DistributedDataParallel when several processes train (gradients averaged)."""
+        if self.world.size == 1:
+            return model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    def _describe(self, model: Seq2Seq) -> None:
+        config, world = self.config.model, self.world
+        parameters = sum(p.numel() for p in model.parameters())
+        processes = f"{world.size} processes x " if world.size > 1 else ""
+        self.reporter.message(
+            f"model: {config.rnn} {config.decoder} decoder, {model.attention_name} attention, "
+            f"{parameters / 1e6:.1f}M parameters; device {self.device}, precision {self.autocast_dtype or 'fp32'}, "
+            f"{processes}{torch.get_num_threads()} threads"
+        )
+
+    def _resume(self, model: Seq2Seq, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any) -> TrainState:
+        """Load ``last.pt`` (main process) and put every saved state back, in every process."""
         path = self.out_dir / "last.pt"
+        payload = self.world.on_main(lambda: self._read_last(path))
+        state = TrainState.from_dict(payload["train_state"], str(path))
+        try:
+            model.load_state_dict(checkpoint.model_state(payload))
+            optimizer.load_state_dict(payload["optimizer"])
+            scheduler.load_state_dict(payload["scheduler"])
+            if "scaler" in payload and scaler.is_enabled():
+                scaler.load_state_dict(payload["scaler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise ModelDirError(f"{path}: does not fit this run ({type(error).__name__}); use a new --out") from None
+        self._restore_random_state(payload, state)
+        self.reporter.message(
+            f"resuming {self.out_dir} at step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})"
+        )
+        return state
+
+    def _read_last(self, path: Path) -> dict[str, Any]:
         payload = checkpoint.load(path)
-        missing = [key for key in ("optimizer", "scheduler", "train_state", "rng") if key not in payload]
+        missing = [key for key in TRAINING_ENTRIES if key not in payload]
         if missing:
             raise ModelDirError(
                 f"{path}: holds no training state ({', '.join(missing)} missing: a copy of best.pt?); "
@@ -343,20 +182,22 @@ class Trainer:
             )
         checkpoint.check_payload(payload, path)
         state = TrainState.from_dict(payload["train_state"], str(path))
-        try:
-            model.load_state_dict(checkpoint.model_state(payload))
-            optimizer.load_state_dict(payload["optimizer"])
-            scheduler.load_state_dict(payload["scheduler"])
-            restore_random_state(payload["rng"], self.device)
-        except (RuntimeError, ValueError, KeyError, TypeError) as error:
-            raise ModelDirError(f"{path}: does not fit this run ({type(error).__name__}); use a new --out") from None
         dropped = truncate_log(self.reporter.log_path, state.step)
         if dropped:
             self.reporter.message(f"dropped {dropped} log rows after step {state.step}: they will be replayed")
-        self.reporter.message(
-            f"resuming {self.out_dir} at step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})"
-        )
-        return state
+        return payload
+
+    def _restore_random_state(self, payload: dict[str, Any], state: TrainState) -> None:
+        """Each process's saved generators; with another number of processes, fresh ones per rank."""
+        by_rank = payload.get("rng_by_rank")
+        if isinstance(by_rank, list) and len(by_rank) == self.world.size:
+            restore_random_state(by_rank[self.world.rank], self.device)
+        elif self.world.size == 1:
+            restore_random_state(payload["rng"], self.device)
+        else:
+            seed = self.config.training.seed + 1000 * state.step + self.world.rank
+            torch.manual_seed(seed)
+            random.seed(seed)
 
     def _finish(self, loop: Loop, stop: Stop) -> TrainResult:
         state = loop.state
@@ -378,4 +219,16 @@ class Trainer:
 
 def train(config: Config, out_dir: str | Path, max_minutes: float = 0.0, progress: bool = True) -> TrainResult:
     """Train (or resume training) a model in ``out_dir``; see the module docstring."""
-    return Trainer(config, Path(out_dir), max_minutes, progress).run()
+    trainer = Trainer(config, Path(out_dir), max_minutes, progress)
+    try:
+        return trainer.run()
+    except RuntimeError as error:
+        if trainer.world.size == 1:
+            raise
+        if os.environ.get(LAUNCHED):
+            raise SystemExit(1) from None  # `attnmt train --nproc` names the process that failed
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = f"process {trainer.world.rank} lost contact with the other training processes ({first})"
+        raise TrainingError(message) from None
+    finally:
+        trainer.world.close()
