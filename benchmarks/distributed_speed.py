@@ -39,7 +39,8 @@ def run(config: str, steps: int, processes: int, threads: int, out: Path) -> dic
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, *args]
     if processes > 1:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *args]
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+        command = [sys.executable, *launcher, *args]
     started = time.monotonic()
     subprocess.run(command, check=True, env=env, capture_output=True)
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
