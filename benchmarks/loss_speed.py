@@ -46,7 +46,9 @@ def main() -> None:
     config = load_config(ROOT / "configs" / "quickstart.yaml")
     pairs = read_parallel(config.data.train_src, config.data.train_tgt)[:8000]
     with tempfile.TemporaryDirectory() as directory:
-        tokenizer = Tokenizer.train(pairs, Path(directory), config.data.vocab_size, "bpe", True)
+        tokenizer = Tokenizer.train(
+            pairs, Path(directory), config.data.vocab_size, "bpe", True, target_vocab=config.data.target_vocab
+        )
     corpus = filter_pairs(tokenizer.encode_src([p[0] for p in pairs]), tokenizer.encode_tgt([p[1] for p in pairs]), 100)
     torch.manual_seed(0)
     model = Seq2Seq.from_config(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, 100)

@@ -40,7 +40,14 @@ def main() -> None:
     config = load_config(args.config, args.set)
     pairs = read_parallel(config.data.train_src, config.data.train_tgt)
     with tempfile.TemporaryDirectory() as directory:
-        tokenizer = Tokenizer.train(pairs, Path(directory), config.data.vocab_size, config.data.tokenizer, True)
+        tokenizer = Tokenizer.train(
+            pairs,
+            Path(directory),
+            config.data.vocab_size,
+            config.data.tokenizer,
+            True,
+            target_vocab=config.data.target_vocab,
+        )
     corpus = filter_pairs(
         tokenizer.encode_src([p[0] for p in pairs]), tokenizer.encode_tgt([p[1] for p in pairs]), config.data.max_length
     )

@@ -79,11 +79,12 @@ def test_explain_is_the_json_of_attnmt_explain(client: TestClient, tiny_model_di
     assert [s["chosen"] for s in forced["steps"]] == ["▁blau", "▁Katze", "</s>"]
 
 
-def test_health_model_openapi_and_page(client: TestClient) -> None:
+def test_health_model_openapi_and_page(client: TestClient, translator: Translator) -> None:
     assert client.get("/v1/health").json()["status"] == "ok"
     model = client.get("/v1/model").json()
     assert model["architecture"]["attention"] == "general" and model["parameters"] > 0
-    assert model["target_vocab_size"] == 400 and model["training"]["best_valid_bleu"] > 50
+    assert model["source_vocab_size"] == 400 and model["target_vocab_size"] == translator.tokenizer.tgt_vocab_size < 400
+    assert model["training"]["best_valid_bleu"] > 50
     assert "/v1/translate" in client.get("/openapi.json").json()["paths"]
     page = client.get("/")
     assert page.status_code == 200 and "<title>attnmt" in page.text

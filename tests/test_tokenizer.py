@@ -48,3 +48,35 @@ def test_any_text_round_trips_to_its_normal_form(trained: Tokenizer, text: str) 
     assert UNK_ID not in ids
     expected = str(trained.tgt.normalize(text)).replace("▁", " ").removeprefix(" ")
     assert trained.decode_tgt(ids) == expected
+
+
+def test_the_target_vocabulary_holds_the_pieces_the_target_side_uses(tmp_path: Path) -> None:
+    pairs = [("the cat sits on the mat", "die Katze sitzt auf der Matte"), ("a dog runs", "ein Hund rennt")] * 50
+    tokenizer = Tokenizer.train(pairs, tmp_path, vocab_size=300, model_type="bpe", joint=True, target_vocab="used")
+    full = (
+        Tokenizer.train(pairs, tmp_path / "all", vocab_size=300, model_type="bpe", joint=True)
+        if ((tmp_path / "all").mkdir() is None)
+        else None
+    )
+    assert full is not None and tokenizer.src_vocab_size == full.tgt_vocab_size
+    assert 4 < tokenizer.tgt_vocab_size < tokenizer.src_vocab_size
+    assert tokenizer.tgt_pieces([0, 1, 2, 3]) == ["<pad>", "<unk>", "<s>", "</s>"]
+    for _, target in pairs[:2]:
+        ids = tokenizer.encode_tgt([target])[0]
+        assert all(0 <= i < tokenizer.tgt_vocab_size for i in ids) and UNK_ID not in ids
+        assert tokenizer.decode_tgt(ids) == target
+    assert "▁cat" not in tokenizer.tgt_pieces(list(range(tokenizer.tgt_vocab_size)))  # English only
+    assert UNK_ID in tokenizer.encode_tgt(["the cat"])[0]  # a piece the target side never used
+    copy = Tokenizer.from_model_files(tokenizer.model_files(tmp_path))
+    assert copy.target_ids == Tokenizer.load(tmp_path).target_ids == tokenizer.target_ids
+
+
+@pytest.mark.parametrize("content", [b"not json", b"[5, 6]", b"[0, 1, 2, 3, 99999]", b"[0, 1, 2, 3, 7, 7]"])
+def test_a_damaged_target_vocabulary_is_refused(tmp_path: Path, content: bytes) -> None:
+    from attnmt.errors import ModelDirError
+    from attnmt.tokenizer import TARGET_VOCAB
+
+    Tokenizer.train(PAIRS, tmp_path, vocab_size=300, model_type="bpe", joint=True, target_vocab="used")
+    (tmp_path / TARGET_VOCAB).write_bytes(content)
+    with pytest.raises(ModelDirError, match="not a target vocabulary"):
+        Tokenizer.load(tmp_path)

@@ -19,7 +19,7 @@ from attnmt.checkpoint import KEPT_DIR, check_payload, load, model_state, save_a
 from attnmt.errors import AttnmtError, ModelDirError
 from attnmt.files import copy_file
 from attnmt.rundir import check_out_dir
-from attnmt.tokenizer import JOINT_MODEL, SRC_MODEL, TGT_MODEL
+from attnmt.tokenizer import TOKENIZER_FILES
 
 
 def kept_checkpoints(run_dir: Path) -> list[Path]:
@@ -60,7 +60,7 @@ def average_run(run_dir: Path, last: int, out_dir: Path) -> dict[str, Any]:
     if any(state.keys() != states[0].keys() for state in states):
         raise ModelDirError(f"{run_dir}: the kept checkpoints hold different parameters")
     check_out_dir(out_dir)
-    for name in ("config.yaml", JOINT_MODEL, SRC_MODEL, TGT_MODEL):
+    for name in ("config.yaml", *TOKENIZER_FILES):
         if (run_dir / name).is_file():
             copy_file(run_dir / name, out_dir / name)
     newest = payloads[-1]

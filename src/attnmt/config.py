@@ -46,6 +46,7 @@ class DataConfig:
     tokenizer: Literal["bpe", "unigram"] = "bpe"
     vocab_size: int = 8000
     joint_vocab: bool = True
+    target_vocab: Literal["used", "all"] = "used"
 
 
 @dataclass

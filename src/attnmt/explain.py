@@ -151,7 +151,7 @@ def explain(
     lengths = torch.tensor([len(src_ids)])
     limit = int(max_output_lengths(lengths, options.max_length_ratio, options.max_length_extra)[0])
     memory, steps, output_ids = trace(
-        translator.models[0], src_ids, tokenizer.tgt.id_to_piece, forced, limit, top_k, translator.device
+        translator.models[0], src_ids, tokenizer.tgt_piece, forced, limit, top_k, translator.device
     )
     for step in steps:
         del step["probs"]

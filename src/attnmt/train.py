@@ -108,7 +108,9 @@ class Trainer:
                 tokenizer = Tokenizer.load(out_dir)
             else:
                 self.reporter.message(f"training {d.tokenizer} sentencepiece model(s), vocab {d.vocab_size}")
-                tokenizer = Tokenizer.train(pairs, out_dir, d.vocab_size, d.tokenizer, d.joint_vocab)
+                tokenizer = Tokenizer.train(
+                    pairs, out_dir, d.vocab_size, d.tokenizer, d.joint_vocab, target_vocab=d.target_vocab
+                )
             return tokenizer.model_files(out_dir)
 
         return lambda pairs: Tokenizer.from_model_files(self.world.on_main(lambda: make(pairs)))
@@ -120,7 +122,7 @@ class Trainer:
         max_source_length = config.data.max_length
         model = Seq2Seq.from_config(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, max_source_length)
         model.to(self.device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.training.lr)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.training.lr, fused=True)  # one kernel for all
         scheduler = make_scheduler(optimizer, config.training)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
         state = self._resume(model, optimizer, scheduler, scaler) if resuming else TrainState()

@@ -74,11 +74,27 @@ class Translation:
         }
 
 
+def _all_pieces(tokenizer: Tokenizer, side: str) -> list[str]:
+    if side == "target":
+        return tokenizer.tgt_pieces(list(range(tokenizer.tgt_vocab_size)))
+    return tokenizer.src_pieces(list(range(tokenizer.src_vocab_size)))
+
+
 def check_same_vocabulary(first: Tokenizer, other: Tokenizer, first_dir: Path, other_dir: Path) -> None:
     """Ensemble members must read and write the same pieces (ModelDirError naming the side that differs)."""
-    for side, a, b in (("target", first.tgt, other.tgt), ("source", first.src, other.src)):
-        pieces_a = [a.id_to_piece(i) for i in range(a.get_piece_size())]
-        pieces_b = [b.id_to_piece(i) for i in range(b.get_piece_size())]
+    sides = (
+        (
+            "target",
+            first.tgt_pieces(list(range(first.tgt_vocab_size))),
+            other.tgt_pieces(list(range(other.tgt_vocab_size))),
+        ),
+        (
+            "source",
+            first.src_pieces(list(range(first.src_vocab_size))),
+            other.src_pieces(list(range(other.src_vocab_size))),
+        ),
+    )
+    for side, pieces_a, pieces_b in sides:
         if pieces_a != pieces_b:
             raise ModelDirError(
                 f"{other_dir}: its {side} vocabulary differs from {first_dir}'s; an ensemble needs models "

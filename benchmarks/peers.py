@@ -1,0 +1,271 @@
+"""attnmt and OpenNMT-py 3.5.1 side by side on this machine: training speed, memory, decoding speed, BLEU.
+
+    python benchmarks/peers.py [--cache ~/.cache/attnmt-peers] [--steps 300] [--threads 2]
+                               [--attnmt-set training.precision=bf16 ...] [--skip-onmt]
+
+1. Creates OpenNMT-py 3.5.1 in its own virtual environment under ``--cache`` (once).
+2. Prepares Multi30k en-de with ONE joint 8k sentencepiece BPE (attnmt's tokenizer
+   trainer, whose model attnmt's own training reproduces exactly) and writes the
+   pieces OpenNMT-py reads; OpenNMT-py builds its vocabularies from them.
+3. Trains the matched model with each for ``--steps`` updates (embeddings 256,
+   bidirectional GRU 2 x 256, GRU decoder 512, Luong general attention, input
+   feeding, Adam 0.002, label smoothing 0.1, batches of 2,000 tokens, dropout 0.3,
+   uniform init 0.1): attnmt's ``configs/luong_general.yaml``, OpenNMT-py
+   ``-encoder_type brnn -rnn_type GRU -global_attention general -input_feed 1``.
+   Target tokens/s are the median of the periodic reports, skipping the first one
+   and any that includes a validation (steady state). Both count target tokens
+   alike: non-padding, EOS included, BOS excluded. Peak RSS of the whole process.
+4. Decodes test2016 (1,000 sentences) with each, greedy and beam 5, timing the
+   whole process (start-up and model loading included), and scores detokenised
+   output with sacreBLEU.
+
+Prints JSON lines and a table of ratios, with this machine's CPU flags. One heavy
+process at a time: run it on an idle machine. CI does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+ONMT_PACKAGES = [
+    "configargparse",
+    "ctranslate2<5,>=4",
+    "tensorboard>=2.3",
+    "flask",
+    "waitress",
+    "pyonmttok<2,>=1.37",
+    "pyyaml",
+    "sacrebleu",
+    "rapidfuzz",
+    "pyahocorasick",
+    "six",
+    "numpy",
+    "spacy",
+    "fasttext-wheel",
+]
+
+
+def cpu_flags() -> str:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in text) or "unknown"
+
+
+def onmt_venv(cache: Path) -> Path:
+    """The OpenNMT-py environment (created on first use: torch==2.13.0 first, OpenNMT-py without its pins)."""
+    venv = cache / "onmt-venv"
+    if not (venv / "bin" / "onmt_train").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, "torch==2.13.0"], check=True)
+        subprocess.run([*pip, "--no-deps", "OpenNMT-py==3.5.1"], check=True)
+        subprocess.run([*pip, *ONMT_PACKAGES], check=True)
+    return venv
+
+
+def prepare(work: Path) -> dict[str, Path]:
+    """The bundled corpus as text, one joint BPE, and its pieces for OpenNMT-py."""
+    from attnmt.data import read_parallel
+    from attnmt.tokenizer import Tokenizer
+
+    splits = {
+        "train": ("train.en.gz", "train.de.gz"),
+        "valid": ("val.en.gz", "val.de.gz"),
+        "test": ("test_2016_flickr.en.gz", "test_2016_flickr.de.gz"),
+    }
+    pairs = {name: read_parallel(f"bundled:multi30k/{s}", f"bundled:multi30k/{t}") for name, (s, t) in splits.items()}
+    spm_dir = work / "spm"
+    spm_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer.train([p for p in pairs["train"] if p[0] and p[1]], spm_dir, 8000, "bpe", True)
+    files = {}
+    for name, rows in pairs.items():
+        for side, index in (("src", 0), ("tgt", 1)):
+            texts = [row[index] for row in rows]
+            (work / f"{name}.{side}.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+            pieces = tokenizer.src.encode(texts, out_type=str)
+            path = work / f"{name}.{side}.pieces"
+            path.write_text("".join(" ".join(p) + "\n" for p in pieces), encoding="utf-8")
+            files[f"{name}.{side}"] = path
+    files["spm"] = spm_dir / "spm.joint.model"
+    return files
+
+
+def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, int]:
+    """Run a command to completion; its wall seconds and peak RSS (MB, that child alone)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.monotonic()
+    with log.open("w") as stream:
+        subprocess.run(command, env=env, stdout=stream, stderr=subprocess.STDOUT, check=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return time.monotonic() - started, max(peak, before) // 1024
+
+
+ONMT_CONFIG = """
+save_data: {work}/onmt
+src_vocab: {work}/onmt.vocab.src
+tgt_vocab: {work}/onmt.vocab.tgt
+overwrite: true
+data:
+  corpus_1: {{path_src: {train_src}, path_tgt: {train_tgt}}}
+  valid: {{path_src: {valid_src}, path_tgt: {valid_tgt}}}
+encoder_type: brnn
+decoder_type: rnn
+rnn_type: GRU
+layers: 1
+enc_hid_size: 512
+dec_hid_size: 512
+word_vec_size: 256
+global_attention: general
+input_feed: 1
+dropout: [0.3]
+batch_type: tokens
+batch_size: 2000
+valid_batch_size: 2000
+optim: adam
+learning_rate: 0.002
+label_smoothing: 0.1
+max_grad_norm: 5
+param_init: 0.1
+train_steps: {steps}
+valid_steps: {steps}
+report_every: 25
+save_model: {work}/onmt_model
+save_checkpoint_steps: {steps}
+seed: 1
+"""
+
+
+def train_onmt(venv: Path, files: dict[str, Path], work: Path, steps: int, env: dict[str, str]) -> dict[str, object]:
+    config = work / "onmt.yaml"
+    config.write_text(
+        ONMT_CONFIG.format(
+            work=work,
+            steps=steps,
+            train_src=files["train.src"],
+            train_tgt=files["train.tgt"],
+            valid_src=files["valid.src"],
+            valid_tgt=files["valid.tgt"],
+        )
+    )
+    build_vocab = [str(venv / "bin" / "onmt_build_vocab"), "-config", str(config), "-n_sample", "-1"]
+    subprocess.run(build_vocab, env=env, check=True, capture_output=True)
+    seconds, peak = timed([str(venv / "bin" / "onmt_train"), "-config", str(config)], env, work / "onmt_train.log")
+    log = (work / "onmt_train.log").read_text()
+    tgt_speeds = [int(m.group(2)) for m in re.finditer(r"(\d+)/\s*(\d+) tok/s", log)]  # reports "src/tgt tok/s"
+    ppl = re.findall(r"Validation perplexity: ([\d.]+)", log)
+    vocab = sum(1 for _ in open(f"{work}/onmt.vocab.tgt", encoding="utf-8"))
+    return {
+        "system": "OpenNMT-py 3.5.1",
+        "steps": steps,
+        "tgt_tokens_per_s": statistics.median(tgt_speeds[1:]) if len(tgt_speeds) > 1 else None,
+        "reports": len(tgt_speeds),
+        "valid_ppl": float(ppl[-1]) if ppl else None,
+        "target_vocab": vocab,
+        "train_seconds": round(seconds, 1),
+        "peak_rss_mb": peak,
+        "model": str(work / f"onmt_model_step_{steps}.pt"),
+    }
+
+
+def train_attnmt(work: Path, steps: int, threads: int, overrides: list[str], env: dict[str, str]) -> dict[str, object]:
+    out = work / "attnmt_run"
+    settings = [f"training.max_steps={steps}", f"training.valid_every={steps}", "training.log_every=25"]
+    settings += [f"training.threads={threads}", "training.early_stopping=0", *overrides]
+    command = [sys.executable, "-m", "attnmt", "train", "--config", str(ROOT / "configs" / "luong_general.yaml")]
+    command += ["--out", str(out), "--no-progress"] + [f"--set={s}" for s in settings]
+    seconds, peak = timed(command, env, work / "attnmt_train.log")
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    speeds = [r["tgt_tokens_per_s"] for r in rows if "valid_loss" not in r]
+    valid = [r for r in rows if "valid_loss" in r]
+    return {
+        "system": "attnmt",
+        "steps": steps,
+        "tgt_tokens_per_s": statistics.median(speeds[1:]),
+        "reports": len(speeds),
+        "valid_ppl": valid[-1]["valid_ppl"] if valid else None,
+        "overrides": overrides,
+        "train_seconds": round(seconds, 1),
+        "peak_rss_mb": peak,
+        "model": str(out),
+    }
+
+
+def decode(system: str, model: str, venv: Path, files: dict[str, Path], work: Path, beam: int, env: dict[str, str]):
+    """Translate test2016 (whole process timed) and score it."""
+    import sacrebleu
+    import sentencepiece
+
+    output = work / f"{system}.beam{beam}.out"
+    if system == "attnmt":
+        command = [sys.executable, "-m", "attnmt", "translate", "--model", model, "--beam", str(beam)]
+        command += ["--input", str(files["test.src.txt"]), "--output", str(output), "--batch-size", "64"]
+    else:
+        command = [str(venv / "bin" / "onmt_translate"), "-model", model, "-src", str(files["test.src"])]
+        command += ["-output", str(output), "-beam_size", str(beam), "-batch_size", "64", "-batch_type", "sents"]
+    seconds, peak = timed(command, {**env, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}, work / f"{system}.decode.log")
+    lines = output.read_text(encoding="utf-8").splitlines()
+    if system != "attnmt":
+        processor = sentencepiece.SentencePieceProcessor(model_file=str(files["spm"]))
+        lines = [processor.decode(line.split()) for line in lines]
+    references = files["test.tgt.txt"].read_text(encoding="utf-8").splitlines()
+    bleu = sacrebleu.corpus_bleu(lines, [references]).score
+    return {
+        "system": system,
+        "beam": beam,
+        "seconds": round(seconds, 2),
+        "sentences_per_s": round(len(lines) / seconds, 1),
+        "bleu": round(bleu, 2),
+        "peak_rss_mb": peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "attnmt-peers"))
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--attnmt-set", action="append", default=[], help="config override for attnmt's run")
+    parser.add_argument("--skip-onmt", action="store_true", help="reuse OpenNMT-py's results from an earlier run")
+    args = parser.parse_args()
+    cache = Path(args.cache)
+    work = cache / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    print(json.dumps({"cpu_flags": cpu_flags(), "threads": args.threads, "steps": args.steps}), flush=True)
+    venv = onmt_venv(cache)
+    files = prepare(work)
+    files["test.src.txt"], files["test.tgt.txt"] = work / "test.src.txt", work / "test.tgt.txt"
+    saved = work / "onmt_results.json"
+    if args.skip_onmt and saved.is_file():
+        onmt = json.loads(saved.read_text())
+    else:
+        onmt = {"train": train_onmt(venv, files, work, args.steps, env)}
+        onmt["decode"] = [decode("onmt", str(onmt["train"]["model"]), venv, files, work, b, env) for b in (1, 5)]
+        saved.write_text(json.dumps(onmt))
+    ours = {"train": train_attnmt(work, args.steps, args.threads, args.attnmt_set, env)}
+    ours["decode"] = [decode("attnmt", str(ours["train"]["model"]), venv, files, work, b, env) for b in (1, 5)]
+    for result in (onmt["train"], ours["train"], *onmt["decode"], *ours["decode"]):
+        print(json.dumps(result), flush=True)
+
+    def over(a: dict, b: dict, key: str) -> float:
+        return round(float(a[key]) / float(b[key]), 2)
+
+    ratio = {
+        "train_tgt_tokens_per_s": over(ours["train"], onmt["train"], "tgt_tokens_per_s"),
+        "decode_greedy_sentences_per_s": over(ours["decode"][0], onmt["decode"][0], "sentences_per_s"),
+        "decode_beam5_sentences_per_s": over(ours["decode"][1], onmt["decode"][1], "sentences_per_s"),
+    }
+    print(json.dumps({"attnmt_over_onmt": ratio}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
