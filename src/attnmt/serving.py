@@ -54,7 +54,7 @@ class ServedModel:
 
     def description(self, max_texts: int, max_beam: int) -> dict[str, Any]:
         """Architecture, vocabularies, size and training record of the served model (``GET /v1/model``)."""
-        translator, model = self.translator, self.translator.models[0]
+        translator = self.translator
         config, decoding = translator.config.model, translator.config.decoding
         return {
             "name": self.name,
@@ -73,7 +73,8 @@ class ServedModel:
             "ensemble_size": len(translator.models),
             "source_vocab_size": translator.tokenizer.src_vocab_size,
             "target_vocab_size": translator.tokenizer.tgt_vocab_size,
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": translator.parameter_count,
+            "quantization": translator.quantization,
             "training": translator.training_record,
             "decoding": {
                 "beam": decoding.beam,

@@ -31,6 +31,7 @@ from attnmt.ensemble import Ensemble
 from attnmt.errors import InputError, ModelDirError
 from attnmt.metrics import corpus_scores
 from attnmt.model import Seq2Seq
+from attnmt.quantize import check_quantization, quantize_int8
 from attnmt.reporting import best_bleu_from_log
 from attnmt.search import DecodingOptions, Hypothesis, search
 from attnmt.tokenizer import Tokenizer
@@ -133,6 +134,12 @@ class Translator:
         self.device = device
         self.model_dir = model_dir
         self.training_record: dict[str, Any] = {}  # steps and best validation BLEU, when loaded from a run
+        self.parameter_count = (
+            sum(p.numel() for p in model.models[0].parameters())
+            if isinstance(model, Ensemble)
+            else sum(p.numel() for p in model.parameters())
+        )
+        self.quantization: str | None = None
         self.name = model_dir.name if model_dir is not None else "model"  # shown to people: never a full path
 
     @classmethod
@@ -141,20 +148,27 @@ class Translator:
         model_dir: str | Path | Sequence[str | Path],
         device: str = "auto",
         checkpoint_name: str = "best.pt",
+        quantize: str | None = None,
     ) -> Translator:
         """Load a model directory written by ``attnmt train`` (best checkpoint by default).
 
         Given several directories, their models translate as an ensemble
         (``ensemble.py``): they must share the tokenizer, and the first one's
-        decoding settings apply.
+        decoding settings apply. ``quantize="int8"`` decodes with dynamic int8
+        weights on the CPU (``quantize.py``).
         """
         directories = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(d) for d in model_dir]
+        target = pick_device(device)
+        check_quantization(quantize, target)
         loaded = [load_model_dir(directory, checkpoint_name) for directory in directories]
         for directory, other in zip(directories[1:], loaded[1:]):
             check_same_vocabulary(loaded[0].tokenizer, other.tokenizer, directories[0], directory)
         first = loaded[0]
-        model = first.model if len(loaded) == 1 else Ensemble([m.model for m in loaded])
-        translator = cls(model, first.tokenizer, first.config, pick_device(device), directories[0])
+        parameters = sum(p.numel() for p in first.model.parameters())
+        members = [quantize_int8(m.model) if quantize else m.model for m in loaded]
+        model = members[0] if len(members) == 1 else Ensemble(members)
+        translator = cls(model, first.tokenizer, first.config, target, directories[0])
+        translator.parameter_count, translator.quantization = parameters, quantize
         translator.name = " + ".join(directory.resolve().name for directory in directories)
         bleu = first.payload.get("best_valid_bleu")
         translator.training_record = {
