@@ -33,9 +33,10 @@ def quantize_int8(model: M) -> M:
         torch.backends.quantized.engine = "fbgemm"
     elif "qnnpack" in engines:
         torch.backends.quantized.engine = "qnnpack"
-    torch.ao.quantization.quantize_dynamic(
-        model.eval().cpu(), {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8, inplace=True
-    )
+    # torch 2.13 announces, at every quantised RNN call, that these tensor types will be replaced one day
+    warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel")
+    layers = {nn.Linear, nn.LSTM, nn.GRU}
+    torch.ao.quantization.quantize_dynamic(model.eval().cpu(), layers, dtype=torch.qint8, inplace=True)
     return model
 
 
