@@ -12,6 +12,7 @@ embeddings stay float. The arithmetic of the largest matrix products runs in int
 
 from __future__ import annotations
 
+import warnings
 from typing import TypeVar
 
 import torch
