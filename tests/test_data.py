@@ -132,3 +132,16 @@ def test_decoded_lines_are_the_newline_separated_parts(text: str) -> None:
         expected.pop()
     assert len(lines) == len(expected)
     assert lines == [line.removesuffix("\r") for line in expected]
+
+
+@pytest.mark.parametrize("pair", ["en-de", "de-en", "en-fr"])
+def test_every_bundled_pair_is_readable_and_aligned(pair: str) -> None:
+    from attnmt.config import load_config
+    from attnmt.quickstart import bundled_config, pair_overrides
+
+    config = load_config(bundled_config("quickstart"), pair_overrides(pair))
+    source, target = pair.split("-")
+    assert config.data.train_src.endswith(f"train.{source}.gz") and config.data.test_tgt.endswith(f".{target}.gz")
+    for split, count in (("valid", 1014), ("test", 1000)):
+        pairs = read_parallel(getattr(config.data, f"{split}_src"), getattr(config.data, f"{split}_tgt"))
+        assert len(pairs) == count and all(s and t for s, t in pairs)

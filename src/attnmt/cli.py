@@ -76,7 +76,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_quickstart(subparsers: Any) -> None:
     quick = subparsers.add_parser("quickstart", help="train, evaluate and explain on the bundled Multi30k en-de")
     quick.add_argument("--minutes", type=_minutes, default=11.0, help="training budget in minutes (default 11)")
-    quick.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
+    quick.add_argument("--pair", choices=["en-de", "de-en", "en-fr"], default="en-de", help="language pair (en-de)")
+    quick.add_argument("--out", help="output directory (default runs/quickstart, or runs/quickstart-PAIR)")
     quick.add_argument("--threads", type=_positive, help="CPU threads for torch (default: all cores)")
     quick.set_defaults(handler=commands.quickstart)
 

@@ -219,7 +219,8 @@ def quickstart(args: argparse.Namespace) -> int:
     from attnmt.quickstart import quickstart as run_quickstart
 
     _set_threads(args.threads)
-    run_quickstart(Path(args.out), minutes=args.minutes)
+    out = args.out or ("runs/quickstart" if args.pair == "en-de" else f"runs/quickstart-{args.pair}")
+    run_quickstart(Path(out), minutes=args.minutes, pair=args.pair)
     return 0
 
 
