@@ -12,8 +12,14 @@ from attnmt.errors import AttnmtError
 def test_precision_settings() -> None:
     cpu = torch.device("cpu")
     assert choose_precision("fp32", cpu) is None
-    assert choose_precision("bf16", cpu) is torch.bfloat16
     assert choose_precision("auto", cpu) == (torch.bfloat16 if cpu_supports_bf16() else None)
+    if cpu_supports_bf16():
+        assert choose_precision("bf16", cpu) is torch.bfloat16
+    else:  # oneDNN has no bf16 LSTM kernel without native support: a clear refusal, not a traceback mid-training
+        with pytest.raises(AttnmtError, match="training.precision: bf16 needs a CPU with native bf16"):
+            choose_precision("bf16", cpu)
+    with pytest.raises(AttnmtError, match="fp16 needs a CUDA device"):
+        choose_precision("fp16", cpu)
 
 
 def test_cpu_unless_cuda_is_there() -> None:

@@ -44,6 +44,11 @@ def choose_precision(setting: str, device: torch.device) -> torch.dtype | None:
     if setting == "fp32":
         return None
     if setting == "bf16":
+        if device.type == "cpu" and not cpu_supports_bf16():
+            raise AttnmtError(
+                "training.precision: bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this one has neither "
+                "(oneDNN cannot even build bf16 LSTM kernels here): use auto or fp32"
+            )
         return torch.bfloat16
     if setting == "fp16":
         if device.type != "cuda":
