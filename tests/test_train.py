@@ -103,9 +103,10 @@ def test_stop_and_validation_decisions() -> None:
     from attnmt.resume import TrainState
 
     config = TrainingConfig(max_steps=100, valid_every=40)
-    assert stop_decision(TrainState(step=99), config, out_of_time=False, max_minutes=0) is None
-    assert stop_decision(TrainState(step=100), config, False, 0) == Stop("training.max_steps=100 reached")
-    timed = stop_decision(TrainState(step=3), config, out_of_time=True, max_minutes=2.5)
+    assert stop_decision(TrainState(step=99), config, max_minutes=0) is None
+    assert stop_decision(TrainState(step=100), config, 0) == Stop("training.max_steps=100 reached")
+    assert stop_decision(TrainState(step=3, train_seconds=149.0), config, max_minutes=2.5) is None
+    timed = stop_decision(TrainState(step=3, train_seconds=150.0), config, max_minutes=2.5)
     assert timed == Stop("time budget of 2.5 minutes reached") and not timed.finished
     assert validation_due(80, config, None) and not validation_due(81, config, None)
     assert validation_due(81, config, timed)  # a budget stop validates first
@@ -158,7 +159,10 @@ def test_kill_9_at_any_moment_resumes_to_bit_identical_weights(tmp_path: Path) -
 
     straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     resumed = torch.load(out / "last.pt", weights_only=True)
-    assert resumed["train_state"] == straight["train_state"]
+    wall = ("train_seconds",)  # the clock, not the run, differs
+    assert {k: v for k, v in resumed["train_state"].items() if k not in wall} == {
+        k: v for k, v in straight["train_state"].items() if k not in wall
+    }
     for name, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][name]), name
     steps = [(r["step"], "valid_loss" in r) for r in _rows(out)]
@@ -261,3 +265,58 @@ def test_whitespace_only_corpora_are_named(tmp_path: Path, side: str) -> None:
     Path(paths[side]).write_text(" \t \n" * lines, encoding="utf-8")
     with pytest.raises(DataError, match=Path(paths[side]).name):
         train(config_from_dict(tiny_config(paths)), tmp_path / "run", progress=False)
+
+
+def test_cosine_decays_over_the_budget_and_time_counts_over_resumes(tmp_path: Path) -> None:
+    from attnmt.loop import budget_progress
+    from attnmt.resume import TrainState
+    from attnmt.schedule import BudgetCosine
+
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.002)
+    cosine = BudgetCosine(optimizer, min_lr=0.0)
+    lrs = []
+    for progress in (0.0, 0.25, 0.5, 1.0, 1.5):
+        cosine.set_progress(progress)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.002, 0.002 * (1 + 2**-0.5) / 2, 0.001, 0.0, 0.0])
+    from attnmt.config import TrainingConfig
+
+    config = TrainingConfig(max_steps=1000)
+    assert budget_progress(TrainState(step=250, train_seconds=30.0), config, max_minutes=1.0) == 0.5  # time binds
+    assert budget_progress(TrainState(step=600, train_seconds=30.0), config, max_minutes=1.0) == 0.6
+
+    paths = write_tiny_corpus(tmp_path)
+    raw = tiny_config(paths, max_steps=30, scheduler="cosine", log_every=5, valid_every=100, min_lr=0.0)
+    train(config_from_dict(raw), tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    lr = [r["lr"] for r in rows if "valid_loss" not in r]
+    assert lr == sorted(lr, reverse=True) and lr[-1] == pytest.approx(0.0, abs=1e-12)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["train_state"]
+    assert state["train_seconds"] > 0
+
+
+def test_cosine_needs_a_budget(tmp_path: Path) -> None:
+    paths = write_tiny_corpus(tmp_path)
+    raw = tiny_config(paths, max_steps=0, scheduler="cosine")
+    with pytest.raises(ConfigError, match="cosine decays over the training budget"):
+        train(config_from_dict(raw), tmp_path / "run", progress=False)
+
+
+def test_a_time_budget_counts_over_resumes(tmp_path: Path) -> None:
+    """A run that has used its minutes is done: rerunning it does not train another budget."""
+    paths = write_tiny_corpus(tmp_path)
+    raw = tiny_config(paths, max_steps=0, valid_every=1000, log_every=10)
+    first = train(config_from_dict(raw), tmp_path / "run", max_minutes=0.05, progress=False)
+    assert "time budget of 0.05 minutes reached" in first.stopped_because and first.steps > 0
+    again = train(config_from_dict(raw), tmp_path / "run", max_minutes=0.05, progress=False)
+    assert again.steps == first.steps
+    more = train(config_from_dict(raw), tmp_path / "run", max_minutes=0.1, progress=False)
+    assert more.steps > first.steps  # a larger budget goes on where the run stopped
+
+
+def test_a_train_state_from_before_train_seconds_loads() -> None:
+    from attnmt.resume import TrainState
+
+    old = {"step": 5, "epoch": 0, "batch_in_epoch": 5, "best_bleu": 1.0, "best_scheduled_bleu": 1.0}
+    state = TrainState.from_dict({**old, "bad_validations": 0, "finished": False}, "last.pt")
+    assert state.step == 5 and state.train_seconds == 0.0

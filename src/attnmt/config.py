@@ -76,7 +76,7 @@ class TrainingConfig:
     lr: float = 0.002
     clip_norm: float = 5.0
     label_smoothing: float = 0.1
-    scheduler: Literal["plateau", "warmup_decay", "constant"] = "plateau"
+    scheduler: Literal["plateau", "warmup_decay", "cosine", "constant"] = "plateau"
     decay_factor: float = 0.5
     patience: int = 1
     warmup_steps: int = 1000

@@ -49,6 +49,10 @@ class World:
         """Each value summed over all processes."""
         return values
 
+    def maximum(self, *values: float) -> tuple[float, ...]:
+        """Each value's largest value over all processes."""
+        return values
+
     def on_main(self, work: Callable[[], T]) -> T:
         """Run ``work`` in the main process; every process gets its result (or raises its error)."""
         return work()
@@ -78,6 +82,11 @@ class TorchWorld(World):
     def sum(self, *values: float) -> tuple[float, ...]:
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(tensor)
+        return tuple(float(v) for v in tensor.tolist())
+
+    def maximum(self, *values: float) -> tuple[float, ...]:
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
         return tuple(float(v) for v in tensor.tolist())
 
     def on_main(self, work: Callable[[], T]) -> T:

@@ -56,13 +56,23 @@ INTERRUPTED = Stop("interrupted")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def stop_decision(state: TrainState, config: TrainingConfig, out_of_time: bool, max_minutes: float) -> Stop | None:
-    """A budget that ends the run after this update, or None."""
-    if out_of_time:
+def stop_decision(state: TrainState, config: TrainingConfig, max_minutes: float) -> Stop | None:
+    """A budget that ends the run after this update, or None (training time counts over resumes)."""
+    if max_minutes > 0 and state.train_seconds >= max_minutes * 60:
         return Stop(f"time budget of {max_minutes:g} minutes reached")
     if config.max_steps > 0 and state.step >= config.max_steps:
         return Stop(f"training.max_steps={config.max_steps} reached")
     return None
+
+
+def budget_progress(state: TrainState, config: TrainingConfig, max_minutes: float) -> float:
+    """The share of the training budget used: the larger of steps / max_steps and time / max_minutes."""
+    shares = [0.0]
+    if config.max_steps > 0:
+        shares.append(state.step / config.max_steps)
+    if max_minutes > 0:
+        shares.append(state.train_seconds / (max_minutes * 60))
+    return max(shares)
 
 
 def validation_due(step: int, config: TrainingConfig, stop: Stop | None) -> bool:
@@ -124,13 +134,12 @@ class Update:
         return total, global_tokens
 
     def _step(self) -> None:
-        """Clip the (averaged) gradient norm, step the optimizer (through the fp16 scaler), advance the schedule."""
+        """Clip the (averaged) gradient norm, step the optimizer (through the fp16 scaler)."""
         if self.settings.clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.settings.clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        step_on_update(self.scheduler)
 
 
 class Loop:
@@ -189,14 +198,13 @@ class Loop:
 
     def _run(self) -> Stop:
         state, settings = self.state, self.settings
-        started = time.monotonic()
-        budget = self.max_minutes * 60 if self.max_minutes > 0 else math.inf
-        stop = Stop("finished", finished=True) if state.finished else stop_decision(state, settings, False, 0)
+        self.clock = time.monotonic()
+        stop = Stop("finished", finished=True) if state.finished else stop_decision(state, settings, self.max_minutes)
         while stop is None and state.epoch < settings.max_epochs:
             batches = token_batches(self.train, settings.batch_tokens, settings.seed, state.epoch)
             with self.reporter.epoch_bar(len(batches), state.batch_in_epoch, state.epoch) as bar:
                 while stop is None and state.batch_in_epoch < len(batches):
-                    stop = self._update(batches[state.batch_in_epoch], bar, time.monotonic() - started >= budget)
+                    stop = self._update(batches[state.batch_in_epoch], bar)
             if stop is None:
                 state.epoch += 1
                 state.batch_in_epoch = 0
@@ -206,21 +214,23 @@ class Loop:
             stop = Stop(f"training.max_epochs={settings.max_epochs} reached", finished=True)
         return stop
 
-    def _update(self, indices: list[int], bar: Any, out_of_time: bool) -> Stop | None:
+    def _update(self, indices: list[int], bar: Any) -> Stop | None:
         """One optimizer update on the batch ``indices``, then logging, validation and the stop decision."""
         state = self.state
         loss, tokens = self.update(self.train, indices, state.step + 1)
         state.step += 1
         state.batch_in_epoch += 1
         self.updates += 1
+        self._count_time()
+        step_on_update(self.scheduler, budget_progress(state, self.settings, self.max_minutes))
         self.meter.add(loss, tokens)
         bar.update(1)
         if state.step % self.settings.log_every == 0:
             self._log_interval(bar)
-        interrupted, out_of_time = self.world.any(bool(self.interrupted), out_of_time)
+        (interrupted,) = self.world.any(bool(self.interrupted))
         if interrupted:
             return INTERRUPTED
-        stop = stop_decision(state, self.settings, out_of_time, self.max_minutes)
+        stop = stop_decision(state, self.settings, self.max_minutes)
         if validation_due(state.step, self.settings, stop):
             early = self.validate_and_save(scheduled=state.step % self.settings.valid_every == 0, bar=bar)
             self.meter.restart()  # validation time is not training time
@@ -228,6 +238,15 @@ class Loop:
         elif self.settings.save_every and state.step % self.settings.save_every == 0:
             self.save_last()  # bounds what a kill costs
         return stop
+
+    def _count_time(self) -> None:
+        """Add the wall time since the last update (validations included) to the run's training time.
+
+        Every process takes the largest count, so that all stop and decay alike.
+        """
+        now = time.monotonic()
+        (self.state.train_seconds,) = self.world.maximum(self.state.train_seconds + now - self.clock)
+        self.clock = now
 
     def _log_interval(self, bar: Any) -> None:
         state = self.state

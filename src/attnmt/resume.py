@@ -27,7 +27,9 @@ class TrainState:
     ``step`` counts optimizer updates, ``epoch`` (0-based) and ``batch_in_epoch``
     say which batch comes next; the BLEU fields and ``bad_validations`` drive
     best-checkpoint selection and early stopping; ``finished`` marks a run that
-    ended for good (early stopping, max_epochs), so that a rerun does nothing.
+    ended for good (early stopping, max_epochs), so that a rerun does nothing;
+    ``train_seconds`` is the wall time trained so far, over all resumes (time
+    budgets and the cosine schedule count it).
     """
 
     step: int = 0
@@ -37,11 +39,14 @@ class TrainState:
     best_scheduled_bleu: float = -1.0
     bad_validations: int = 0
     finished: bool = False
+    train_seconds: float = 0.0
 
     @classmethod
     def from_dict(cls, values: Any, origin: str) -> TrainState:
+        """The counters of a checkpoint (one written before ``train_seconds`` existed reads it as 0)."""
         names = {f.name for f in fields(cls)}
-        if not isinstance(values, dict) or set(values) != names:
+        required = names - {"train_seconds"}
+        if not isinstance(values, dict) or not required <= set(values) <= names:
             raise ModelDirError(f"{origin}: train_state must hold exactly {', '.join(sorted(names))}")
         return cls(**values)
 

@@ -5,10 +5,15 @@
   fixed epoch; decaying on the validation loss needs no epoch count).
 - ``warmup_decay``: linear warmup over ``warmup_steps``, then lr * sqrt(warmup / step)
   (Vaswani et al. 2017, eq. 3, with the peak at ``lr``).
+- ``cosine``: lr follows half a cosine from ``lr`` down to ``min_lr`` over the
+  training budget: progress = the larger of step / ``max_steps`` and training
+  time / ``max_minutes`` (Loshchilov & Hutter 2017, without restarts). The rate
+  decays within the budget, whatever the budget is, so a short run ends with
+  the small steps that settle the weights.
 - ``constant``.
 
 The plateau scheduler steps on validations (``step_on_validation``), the others on
-every optimizer step (``step_on_update``).
+every optimizer step (``step_on_update``, which is told the budget's progress).
 """
 
 from __future__ import annotations
@@ -21,8 +26,32 @@ import torch
 from attnmt.config import TrainingConfig
 
 
+class BudgetCosine:
+    """Cosine decay over the training budget's progress in [0, 1] (see the module docstring)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, min_lr: float) -> None:
+        self.optimizer, self.min_lr = optimizer, min_lr
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.progress = 0.0
+
+    def set_progress(self, progress: float) -> None:
+        self.progress = min(1.0, max(0.0, progress))
+        factor = 0.5 * (1.0 + math.cos(math.pi * self.progress))
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = self.min_lr + (base - self.min_lr) * factor
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base_lrs": self.base_lrs, "progress": self.progress, "min_lr": self.min_lr}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.base_lrs, self.min_lr = list(state["base_lrs"]), float(state["min_lr"])
+        self.set_progress(float(state["progress"]))
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig) -> Any:
-    """The torch scheduler ``config.scheduler`` names."""
+    """The scheduler ``config.scheduler`` names."""
+    if config.scheduler == "cosine":
+        return BudgetCosine(optimizer, config.min_lr)
     if config.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=config.decay_factor, patience=config.patience, min_lr=config.min_lr
@@ -35,9 +64,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig) -> 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-def step_on_update(scheduler: Any) -> None:
-    """Advance a per-step schedule after an optimizer step (plateau waits for validations)."""
-    if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+def step_on_update(scheduler: Any, progress: float) -> None:
+    """Advance a per-step schedule after an optimizer step (plateau waits for validations).
+
+    ``progress`` is the share of the training budget used so far (cosine follows it).
+    """
+    if isinstance(scheduler, BudgetCosine):
+        scheduler.set_progress(progress)
+    elif not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         scheduler.step()
 
 

@@ -32,7 +32,7 @@ from attnmt.config import Config, save_config
 from attnmt.data import EncodedCorpus, prepare_data
 from attnmt.device import choose_precision, pick_device
 from attnmt.distributed import LAUNCHED, World, init_world
-from attnmt.errors import Interrupted, ModelDirError, TrainingError
+from attnmt.errors import ConfigError, Interrupted, ModelDirError, TrainingError
 from attnmt.files import remove_stale_temporaries
 from attnmt.loop import INTERRUPTED, Loop, Stop, Update
 from attnmt.model import Seq2Seq
@@ -65,6 +65,11 @@ class Trainer:
         self.config = config
         self.out_dir = out_dir
         self.max_minutes = max_minutes or config.training.max_minutes
+        if config.training.scheduler == "cosine" and not (self.max_minutes or config.training.max_steps):
+            raise ConfigError(
+                "training.scheduler: cosine decays over the training budget: set training.max_steps or "
+                "training.max_minutes (or --max-minutes)"
+            )
         self.world = world or init_world(config.training.device, config.training.threads)
         self.reporter = Reporter(out_dir / "train_log.jsonl", progress, self.world.is_main)
         self.device = pick_device(config.training.device, self.world.local_rank)
