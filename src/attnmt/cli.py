@@ -93,7 +93,9 @@ def _add_train(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set model.attention=dot (repeatable)",
     )
-    train.add_argument("--max-minutes", type=_minutes, help="stop training after this many minutes")
+    train.add_argument(
+        "--max-minutes", type=_minutes, help="train at most this many minutes in all (a resumed run counts its time)"
+    )
     train.add_argument("--threads", type=_positive, help="CPU threads for torch (default: training.threads or all)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
