@@ -16,54 +16,26 @@ from attnmt import __version__, commands
 from attnmt.errors import AttnmtError, InputError, Interrupted
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _bounded(kind: type, low: float, high: float, expected: str) -> typing.Callable[[str], typing.Any]:
+    """An argparse type: a number of ``kind`` (int or float) from ``low`` to ``high``, else "expected ..."."""
+
+    def parse(text: str) -> typing.Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high or value != value:  # the last test refuses nan
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _minutes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {text!r}") from None
-    if not 0 < value <= 1e7:
-        raise argparse.ArgumentTypeError(f"expected a positive number of minutes, got {text!r}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {2**32 - 1}, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
-    return value
-
-
-def _milliseconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"expected 0 to 10000 milliseconds, got {text!r}")
-    return value
+_positive = _bounded(int, 1, 2**63 - 1, "a positive integer")
+_minutes = _bounded(float, 1e-6, 1e7, "a positive number of minutes")
+_seed = _bounded(int, 0, 2**32 - 1, f"an integer from 0 to {2**32 - 1}")
+_port = _bounded(int, 1, 65535, "a port from 1 to 65535")
+_milliseconds = _bounded(float, 0, 10_000, "0 to 10000 milliseconds")
 
 
 class _Parser(argparse.ArgumentParser):
