@@ -25,9 +25,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from attnmt.config import load_config
 from attnmt.data import filter_pairs, make_batch, read_parallel, token_batches
-from attnmt.loss import sequence_loss
 from attnmt.model import Seq2Seq
 from attnmt.tokenizer import Tokenizer
+
+try:
+    from attnmt.loss import sequence_loss
+except ImportError:  # attnmt before the architecture issue, to measure "before"
+    from attnmt.train import sequence_loss  # type: ignore[attr-defined,no-redef]
 
 ROOT = Path(__file__).parent.parent
 GATES = {"lstm": 4, "gru": 3}
@@ -76,13 +80,15 @@ def main() -> None:
     pairs = read_parallel(config.data.train_src, config.data.train_tgt)
     with tempfile.TemporaryDirectory() as directory:
         data = config.data
-        tokenizer = Tokenizer.train(
-            pairs, Path(directory), data.vocab_size, data.tokenizer, True, target_vocab=data.target_vocab
-        )
+        target_vocab = getattr(data, "target_vocab", None)
+        extra = {"target_vocab": target_vocab} if target_vocab else {}
+        tokenizer = Tokenizer.train(pairs, Path(directory), data.vocab_size, data.tokenizer, True, **extra)
     corpus = filter_pairs(tokenizer.encode_src([p[0] for p in pairs]), tokenizer.encode_tgt([p[1] for p in pairs]), 100)
     torch.manual_seed(1)
     model = Seq2Seq.from_config(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, 100).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    fused = {"fused": True} if hasattr(model, "output_layer") else {}  # what each version's training uses
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, **fused)
+    logits_of = model.logits if hasattr(model, "logits") else model.generator
     batches = [
         make_batch([corpus.src[i] for i in b], [corpus.tgt[i] for i in b]) for b in token_batches(corpus, 2000, 1, 0)
     ]
@@ -104,7 +110,7 @@ def main() -> None:
         "whole update": step,
         "encoder": lambda: model.encoder(batch.src, batch.src_lengths)[0].sum().backward(),
         "decoder (RNN + attention)": lambda: model.decoder(batch.tgt_in, state, memory).outputs.sum().backward(),
-        "output layer": lambda: model.logits(outputs).sum().backward(),
+        "output layer": lambda: logits_of(outputs).sum().backward(),
         "loss": lambda: sequence_loss(logits.clone().requires_grad_(), batch.tgt_out, smoothing).backward(),
         "clip + Adam": lambda: (torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0), optimizer.step()),
     }
