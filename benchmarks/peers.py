@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -100,13 +99,13 @@ def prepare(work: Path) -> dict[str, Path]:
 
 
 def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, int]:
-    """Run a command to completion; its wall seconds and peak RSS (MB, that child alone)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run a command to completion; its wall seconds and peak RSS (MB, that command alone, by GNU time)."""
+    peak_file = log.with_suffix(".maxrss")
     started = time.monotonic()
     with log.open("w") as stream:
-        subprocess.run(command, env=env, stdout=stream, stderr=subprocess.STDOUT, check=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return time.monotonic() - started, max(peak, before) // 1024
+        measured = ["/usr/bin/time", "-o", str(peak_file), "-f", "%M", *command]
+        subprocess.run(measured, env=env, stdout=stream, stderr=subprocess.STDOUT, check=True)
+    return time.monotonic() - started, int(peak_file.read_text().split()[-1]) // 1024
 
 
 ONMT_CONFIG = """
@@ -189,7 +188,7 @@ def train_attnmt(work: Path, steps: int, threads: int, overrides: list[str], env
     return {
         "system": "attnmt",
         "steps": steps,
-        "tgt_tokens_per_s": statistics.median(speeds[1:]),
+        "tgt_tokens_per_s": statistics.median(speeds[1:]) if len(speeds) > 1 else None,
         "reports": len(speeds),
         "valid_ppl": valid[-1]["valid_ppl"] if valid else None,
         "overrides": overrides,
@@ -256,8 +255,8 @@ def main() -> None:
     for result in (onmt["train"], ours["train"], *onmt["decode"], *ours["decode"]):
         print(json.dumps(result), flush=True)
 
-    def over(a: dict, b: dict, key: str) -> float:
-        return round(float(a[key]) / float(b[key]), 2)
+    def over(a: dict, b: dict, key: str) -> float | None:
+        return round(float(a[key]) / float(b[key]), 2) if a[key] and b[key] else None
 
     ratio = {
         "train_tgt_tokens_per_s": over(ours["train"], onmt["train"], "tgt_tokens_per_s"),
