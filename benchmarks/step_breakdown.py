@@ -7,7 +7,8 @@ Times, on the same real batches, the whole update and its parts run alone
 output layer, the loss, clipping + Adam; "other" is the rest (batching, Python,
 autograd book-keeping). FLOPs are counted by torch's FlopCounterMode for matrix
 products plus the RNN layers' 2 x gates x (input + hidden) per token and
-direction (x 3 for forward + backward). Prints one JSON line. The code measured is
+direction (x 3 for forward + backward) for LSTMs, whose fused kernel torch does not
+count. Prints one JSON line. The code measured is
 the installed attnmt: point PYTHONPATH at another checkout to measure it instead.
 """
 
@@ -34,7 +35,7 @@ except ImportError:  # attnmt before the architecture issue, to measure "before"
     from attnmt.train import sequence_loss  # type: ignore[attr-defined,no-redef]
 
 ROOT = Path(__file__).parent.parent
-GATES = {"lstm": 4, "gru": 3}
+GATES = {"lstm": 4}
 
 
 def matmul_peak(threads: int, size: int = 2048) -> float:
@@ -50,11 +51,11 @@ def matmul_peak(threads: int, size: int = 2048) -> float:
 
 
 def rnn_flops(model: Seq2Seq, batch) -> float:
-    """Forward + backward FLOPs of the recurrent layers (their fused kernels are not counted by torch)."""
+    """Forward + backward FLOPs of the LSTM layers (torch's fused oneDNN LSTM kernel is not counted; GRUs are)."""
     total = 0.0
     for module, tokens in ((model.encoder, int(batch.src.numel())), (model.decoder, int(batch.tgt_in.numel()))):
-        for rnn in (m for m in module.modules() if isinstance(m, (torch.nn.LSTM, torch.nn.GRU))):
-            gates = GATES["lstm" if isinstance(rnn, torch.nn.LSTM) else "gru"]
+        for rnn in (m for m in module.modules() if isinstance(m, torch.nn.LSTM)):
+            gates = GATES["lstm"]
             for layer in range(rnn.num_layers):
                 inputs = getattr(rnn, f"weight_ih_l{layer}").shape[1]
                 total += 3 * 2 * gates * rnn.hidden_size * (inputs + rnn.hidden_size) * tokens
