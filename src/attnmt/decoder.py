@@ -230,13 +230,17 @@ class LuongDecoder(Decoder):
         return DecoderState(encoder_final, top.new_zeros(top.size(0), self.hidden_size))  # h~_0 = 0
 
     def _attentional_hidden(self, rnn_outputs: torch.Tensor, memory: EncoderMemory, first_step: int) -> DecoderOutput:
-        """Attention with the RNN outputs (B, T, H) as queries, then h~ = tanh(W_c [c; h])."""
+        """Attention with the RNN outputs (B, T, H) as queries, then h~ = tanh(W_c [c; h]).
+
+        Dropout applies to h~ (as in OpenNMT-py), before the output layer and before
+        it is fed back with input feeding.
+        """
         attention = self._attend(rnn_outputs, memory, first_step)
         if attention is None or self.W_c is None:
-            return DecoderOutput(rnn_outputs, None, rnn_outputs)
+            return DecoderOutput(self.dropout(rnn_outputs), None, rnn_outputs)
         context = attention.context.to(rnn_outputs.dtype)
         attentional = torch.tanh(self.W_c(torch.cat([context, rnn_outputs], dim=-1)))  # (B, T, H)
-        return DecoderOutput(attentional, attention, rnn_outputs)
+        return DecoderOutput(self.dropout(attentional), attention, rnn_outputs)
 
     def step_embedded(
         self, embedded: torch.Tensor, state: DecoderState, memory: EncoderMemory
@@ -308,7 +312,7 @@ class BahdanauDecoder(Decoder):
         if attention is not None:
             rnn_input = torch.cat([embedded, attention.context.to(embedded.dtype)], dim=-1)
         rnn_output, rnn_state = self.rnn(rnn_input, state.rnn)  # s_t: (B, 1, H)
-        output = torch.tanh(self.W_o(torch.cat([rnn_output, rnn_input], dim=-1)))  # (B, 1, H)
+        output = self.dropout(torch.tanh(self.W_o(torch.cat([rnn_output, rnn_input], dim=-1))))  # t_t: (B, 1, H)
         return DecoderOutput(output, attention, query), DecoderState(rnn_state, step=state.step + 1)
 
 

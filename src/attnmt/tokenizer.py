@@ -70,10 +70,23 @@ def tokenizer_fingerprint(model_dir: Path) -> dict[str, str]:
     }
 
 
+#: The target vocabulary is rounded up to a multiple of this: matrix kernels run much faster on such sizes
+#: (measured on an AVX2 CPU: an output layer of 5,376 pieces took 264 ms per update, of 5,315 pieces 376 ms).
+VOCAB_MULTIPLE = 64
+
+
 def used_target_pieces(processor: spm.SentencePieceProcessor, targets: list[str]) -> list[int]:
-    """The special ids, then every piece id the target side uses, in sentencepiece order."""
-    used = {piece for ids in processor.encode(targets) for piece in ids}
-    return [PAD_ID, UNK_ID, BOS_ID, EOS_ID, *sorted(used - {PAD_ID, UNK_ID, BOS_ID, EOS_ID})]
+    """The special ids, then every piece id the target side uses, in sentencepiece order.
+
+    The list is filled up to a multiple of ``VOCAB_MULTIPLE`` with the first pieces
+    the target side does not use: real pieces the model learns never to produce.
+    """
+    specials = [PAD_ID, UNK_ID, BOS_ID, EOS_ID]
+    used = {piece for ids in processor.encode(targets) for piece in ids} - set(specials)
+    filler = (i for i in range(processor.get_piece_size()) if i not in used and i not in specials)
+    while (len(used) + len(specials)) % VOCAB_MULTIPLE and len(used) + len(specials) < processor.get_piece_size():
+        used.add(next(filler))
+    return [*specials, *sorted(used)]
 
 
 def _target_ids(data: bytes, processor: spm.SentencePieceProcessor, name: str) -> list[int]:
