@@ -30,9 +30,18 @@ def test_layers_become_int8(quantized: Translator) -> None:
 
 
 def test_int8_translates_like_fp32(quantized: Translator, tiny_model_dir: Path) -> None:
+    """int8 rounding may flip a near-tie on a tiny model, so: nearly all identical, the rest close.
+
+    (CI on another CPU flipped one word of one sentence; exact equality is not a property of int8.)
+    """
+    from sacrebleu.metrics import CHRF
+
     full = Translator.load(tiny_model_dir, device="cpu")
     for beam in (1, 3):
-        assert quantized.translate(SENTENCES, beam=beam) == full.translate(SENTENCES, beam=beam)
+        small, exact = quantized.translate(SENTENCES, beam=beam), full.translate(SENTENCES, beam=beam)
+        assert sum(a == b for a, b in zip(small, exact)) >= len(SENTENCES) - 1
+        for a, b in zip(small, exact):
+            assert a == b or CHRF().sentence_score(a, [b]).score >= 60
 
 
 def test_int8_keeps_the_search_invariants(trained_reverser: torch.nn.Module) -> None:
