@@ -67,6 +67,14 @@ def test_yaml_errors_name_file_and_line(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
 
 
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys silently; a config must not."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("model:\n  dropout: 0.3\n  layers: 1\n  dropout: 0.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"twice\.yaml:4: invalid YAML \(key 'dropout' is given twice\)"):
+        load_config(path)
+
+
 VALUES = st.one_of(
     st.none(),
     st.booleans(),
