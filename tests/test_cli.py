@@ -124,6 +124,7 @@ def test_train_from_the_command_line_and_resume(tmp_path: Path) -> None:
         ("nbest over beam", "--nbest 3 needs --beam of at least 3"),
         ("missing input", "nope.txt: file not found"),
         ("bad beam", "argument --beam: expected a positive integer"),
+        ("bad length penalty", "argument --length-penalty: expected a length penalty from 0 to 10"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(tmp_path: Path, tiny_model_dir: Path, case: str, fragment: str) -> None:
@@ -148,6 +149,7 @@ def test_user_mistakes_give_one_line_and_exit_2(tmp_path: Path, tiny_model_dir: 
         "nbest over beam": ["translate", "--model", model, "--beam", "2", "--nbest", "3"],
         "missing input": ["translate", "--model", model, "--input", str(tmp_path / "nope.txt")],
         "bad beam": ["translate", "--model", model, "--beam", "0"],
+        "bad length penalty": ["evaluate", "--model", model, "--src", "a", "--ref", "b", "--length-penalty", "-1"],
     }[case]
     assert_user_error(attnmt(*args, stdin=""), fragment)
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attnmt import Translator
-from attnmt.errors import ModelDirError
+from attnmt.errors import InputError, ModelDirError
 from conftest import tiny_translate
 
 
@@ -62,6 +62,16 @@ def test_translations_carry_everything_a_front_end_shows(tiny_model_dir: Path) -
     assert all(len(row) == len(full.source_tokens) for row in full.weights)
     assert (empty.text, empty.score, empty.nbest, empty.weights) == ("", None, [], None)
     assert translator.translations(["red dog"])[0].weights is None  # attention only when asked for
+
+
+def test_length_penalty_divides_the_score_by_lp(tiny_model_dir: Path) -> None:
+    """GNMT: score = log P / ((5 + |Y|) / 6) ** alpha; greedy's words do not depend on alpha."""
+    translator = Translator.load(tiny_model_dir)
+    raw, scaled = (translator.translations(["the big cat"], beam=1, length_penalty=a)[0] for a in (0.0, 1.0))
+    assert raw.text == scaled.text and raw.score is not None and scaled.score is not None
+    assert scaled.score == pytest.approx(raw.score / ((5 + len(raw.target_tokens)) / 6), rel=1e-5)
+    with pytest.raises(InputError, match="length_penalty"):
+        translator.translate(["x"], length_penalty=-1.0)
 
 
 @pytest.mark.parametrize(

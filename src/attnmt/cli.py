@@ -36,6 +36,7 @@ _minutes = _bounded(float, 1e-6, 1e7, "a positive number of minutes")
 _seed = _bounded(int, 0, 2**32 - 1, f"an integer from 0 to {2**32 - 1}")
 _port = _bounded(int, 1, 65535, "a port from 1 to 65535")
 _milliseconds = _bounded(float, 0, 10_000, "0 to 10000 milliseconds")
+_alpha = _bounded(float, 0.0, 10.0, "a length penalty from 0 to 10")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +90,9 @@ def _add_translate(subparsers: Any) -> None:
     translate.add_argument("--beam", type=_positive, help="beam size; 1 = greedy (default decoding.beam)")
     translate.add_argument("--batch-size", type=_positive, help="sentences per batch (default decoding.batch_size)")
     translate.add_argument(
+        "--length-penalty", type=_alpha, help="GNMT length penalty alpha (default decoding.length_penalty)"
+    )
+    translate.add_argument(
         "--nbest", type=_positive, default=1, help="write the N best as 'line ||| translation ||| score' rows"
     )
     translate.add_argument("--attention", metavar="FILE.jsonl", help="also write tokens and attention weights")
@@ -113,6 +117,9 @@ def _add_evaluate(subparsers: Any) -> None:
     evaluate.add_argument("--ref", required=True, help="reference file (plain or .gz)")
     evaluate.add_argument("--beam", type=_positive, help="beam size; 1 = greedy (default decoding.beam)")
     evaluate.add_argument("--batch-size", type=_positive, help="sentences per batch")
+    evaluate.add_argument(
+        "--length-penalty", type=_alpha, help="GNMT length penalty alpha (default decoding.length_penalty)"
+    )
     evaluate.add_argument("--by-length", action="store_true", help="also BLEU per source-length bucket")
     evaluate.add_argument("--output", help="also write the translations to this file")
     evaluate.add_argument("--plot", metavar="FILE.png|FILE.svg", help="with --by-length: plot BLEU against length")

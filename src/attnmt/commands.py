@@ -108,7 +108,12 @@ def translate(args: argparse.Namespace) -> int:
     lines = _read_input(args.input)
     with _naming_lines(args.input):
         results = translator.translations(
-            lines, beam=beam, nbest=args.nbest, batch_size=args.batch_size, attention=bool(args.attention)
+            lines,
+            beam=beam,
+            nbest=args.nbest,
+            batch_size=args.batch_size,
+            attention=bool(args.attention),
+            length_penalty=args.length_penalty,
         )
     if args.attention:
         rows = [
@@ -147,7 +152,7 @@ def evaluate(args: argparse.Namespace) -> int:
     for group in groups:
         translator = Translator.load(group, device=args.device, quantize=args.quantize)
         beam = translator.options(beam=args.beam).beam
-        hypotheses, result = evaluate(translator, sources, references, beam, args.batch_size)
+        hypotheses, result = evaluate(translator, sources, references, beam, args.batch_size, args.length_penalty)
         label = " + ".join(Path(m).name for m in group)
         result = {"model": group[0] if len(group) == 1 else group, "attention": translator.attention_name, **result}
         if args.by_length:

@@ -92,9 +92,15 @@ class DecodingOptions:
             batch_size=decoding.batch_size,
         )
 
-    def with_overrides(self, beam: int | None = None, nbest: int | None = None, batch_size: int | None = None) -> Any:
+    def with_overrides(
+        self,
+        beam: int | None = None,
+        nbest: int | None = None,
+        batch_size: int | None = None,
+        length_penalty: float | None = None,
+    ) -> Any:
         """A copy with the given values replaced (None keeps the current one)."""
-        changes = {"beam": beam, "nbest": nbest, "batch_size": batch_size}
+        changes = {"beam": beam, "nbest": nbest, "batch_size": batch_size, "length_penalty": length_penalty}
         return replace(self, **{key: value for key, value in changes.items() if value is not None})
 
     def check(self) -> DecodingOptions:

@@ -185,10 +185,16 @@ class Translator:
     def attention_name(self) -> str:
         return self.model.attention_name
 
-    def options(self, beam: int | None = None, nbest: int | None = None, batch_size: int | None = None) -> Any:
+    def options(
+        self,
+        beam: int | None = None,
+        nbest: int | None = None,
+        batch_size: int | None = None,
+        length_penalty: float | None = None,
+    ) -> Any:
         """The model's decoding settings with the given values replaced, checked."""
         defaults = DecodingOptions.from_config(self.config.decoding)
-        return defaults.with_overrides(beam=beam, nbest=nbest, batch_size=batch_size).check()
+        return defaults.with_overrides(beam, nbest, batch_size, length_penalty).check()
 
     def translations(
         self,
@@ -197,9 +203,13 @@ class Translator:
         nbest: int = 1,
         batch_size: int | None = None,
         attention: bool = False,
+        length_penalty: float | None = None,
     ) -> list[Translation]:
-        """One ``Translation`` per text, in order (see the module docstring)."""
-        options = self.options(beam, nbest, batch_size)
+        """One ``Translation`` per text, in order (see the module docstring).
+
+        ``length_penalty`` is the GNMT alpha (default ``decoding.length_penalty``).
+        """
+        options = self.options(beam, nbest, batch_size, length_penalty)
         filled = [i for i, text in enumerate(check_texts(texts)) if text.strip()]
         src_ids = self.tokenizer.encode_src([texts[i].strip() for i in filled])
         found = search(self.model, src_ids, options, self.device, record_attention=attention)
@@ -222,9 +232,16 @@ class Translator:
             weights=weights,
         )
 
-    def translate(self, texts: list[str], beam: int | None = None, batch_size: int | None = None) -> list[str]:
+    def translate(
+        self,
+        texts: list[str],
+        beam: int | None = None,
+        batch_size: int | None = None,
+        length_penalty: float | None = None,
+    ) -> list[str]:
         """One translation per text, in order; beam 1 is greedy search."""
-        return [t.text for t in self.translations(texts, beam=beam, batch_size=batch_size)]
+        found = self.translations(texts, beam=beam, batch_size=batch_size, length_penalty=length_penalty)
+        return [t.text for t in found]
 
     def translate_nbest(self, texts: list[str], beam: int, nbest: int) -> list[list[tuple[str, float]]]:
         """The ``nbest`` best translations of each text with their scores, best first."""
@@ -236,17 +253,24 @@ class Translator:
 
 
 def evaluate(
-    translator: Translator, sources: list[str], references: list[str], beam: int, batch_size: int | None = None
+    translator: Translator,
+    sources: list[str],
+    references: list[str],
+    beam: int,
+    batch_size: int | None = None,
+    length_penalty: float | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """Translate ``sources`` and score them: the hypotheses and the ``attnmt evaluate`` JSON fields."""
     from attnmt.metrics import corpus_scores  # sacreBLEU loads in 0.2 s: only when scoring
 
+    alpha = translator.options(beam=beam, length_penalty=length_penalty).length_penalty
     started = time.perf_counter()
-    hypotheses = translator.translate(sources, beam=beam, batch_size=batch_size)
+    hypotheses = translator.translate(sources, beam=beam, batch_size=batch_size, length_penalty=alpha)
     seconds = time.perf_counter() - started
     scores = {
         **corpus_scores(hypotheses, references),
         "beam": beam,
+        "length_penalty": alpha,
         "sentences": len(sources),
         "seconds": round(seconds, 2),
         "sentences_per_s": round(len(sources) / seconds, 1),
