@@ -1,6 +1,6 @@
 """`attnmt quickstart` end to end: wall time, peak memory, BLEU, model size.
 
-    python benchmarks/quickstart.py [--out /tmp/attnmt-quickstart] [--minutes 11]
+    python benchmarks/quickstart.py [--out /tmp/attnmt-quickstart] [--minutes 11] [--pair en-de]
 
 Runs the real command in a fresh output directory and prints one JSON line with
 the wall time of the whole process, its peak resident memory, and the figures the
@@ -23,10 +23,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="/tmp/attnmt-quickstart")
     parser.add_argument("--minutes", type=float, default=None, help="training budget (default: the command's own)")
+    parser.add_argument("--pair", default="en-de", choices=["en-de", "de-en", "en-fr"])
     args = parser.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "attnmt", "quickstart", "--out", str(out)]
+    command = [sys.executable, "-m", "attnmt", "quickstart", "--out", str(out), "--pair", args.pair]
     if args.minutes:
         command += ["--minutes", str(args.minutes)]
     started = time.perf_counter()
@@ -40,6 +41,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "pair": args.pair,
                 "wall_minutes": round(wall / 60, 2),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
                 "bleu": evaluation["bleu"],
