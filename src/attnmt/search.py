@@ -100,7 +100,12 @@ class DecodingOptions:
         length_penalty: float | None = None,
     ) -> Any:
         """A copy with the given values replaced (None keeps the current one)."""
-        changes = {"beam": beam, "nbest": nbest, "batch_size": batch_size, "length_penalty": length_penalty}
+        changes: dict[str, Any] = {
+            "beam": beam,
+            "nbest": nbest,
+            "batch_size": batch_size,
+            "length_penalty": length_penalty,
+        }
         return replace(self, **{key: value for key, value in changes.items() if value is not None})
 
     def check(self) -> DecodingOptions:
