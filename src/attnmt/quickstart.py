@@ -93,6 +93,6 @@ def quickstart(out: Path, minutes: float, pair: str = "en-de") -> dict[str, obje
     print(f"test translations       {out}/test2016.hyp.{target}")
     print(f"scores                  {out}/test2016_eval.json")
     print(f"attention heatmap       {heatmap}")
-    print(f"next: attnmt translate --model {out} --beam 5 < input.en")
+    print(f"next: attnmt translate --model {out} --beam 5 < input.{source}")
     print(f"wall time {evaluation['wall_minutes']:.1f} minutes")
     return evaluation
