@@ -295,6 +295,23 @@ def test_cosine_decays_over_the_budget_and_time_counts_over_resumes(tmp_path: Pa
     assert state["train_seconds"] > 0
 
 
+def test_cosine_with_decay_start_holds_the_rate_then_cools_down() -> None:
+    """decay_start = 0.6: lr stays at its peak for 60 % of the budget, then half a cosine to min_lr."""
+    from attnmt.schedule import BudgetCosine
+
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.002)
+    cosine = BudgetCosine(optimizer, min_lr=0.0, decay_start=0.6)
+    lrs = []
+    for progress in (0.0, 0.3, 0.6, 0.8, 1.0):
+        cosine.set_progress(progress)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.002, 0.002, 0.002, 0.001, 0.0])
+    restored = BudgetCosine(torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.5), min_lr=0.0)
+    restored.load_state_dict(cosine.state_dict())
+    restored.set_progress(0.8)
+    assert restored.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
+
+
 def test_cosine_needs_a_budget(tmp_path: Path) -> None:
     paths = write_tiny_corpus(tmp_path)
     raw = tiny_config(paths, max_steps=0, scheduler="cosine")

@@ -81,6 +81,7 @@ class TrainingConfig:
     patience: int = 1
     warmup_steps: int = 1000
     min_lr: float = 1e-5
+    decay_start: float = 0.0
     valid_every: int = 500
     log_every: int = 50
     early_stopping: int = 5
@@ -207,6 +208,7 @@ RANGES: dict[str, Range] = {
     "training.patience": Range(0, 1_000_000),
     "training.warmup_steps": Range(1, 1_000_000_000),
     "training.min_lr": Range(0.0, 10.0),
+    "training.decay_start": Range(0.0, 1.0, high_open=True),
     "training.valid_every": Range(1, 1_000_000_000),
     "training.log_every": Range(1, 1_000_000_000),
     "training.save_every": Range(0, 1_000_000_000),

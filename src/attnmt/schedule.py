@@ -9,7 +9,10 @@
   training budget: progress = the larger of step / ``max_steps`` and training
   time / ``max_minutes`` (Loshchilov & Hutter 2017, without restarts). The rate
   decays within the budget, whatever the budget is, so a short run ends with
-  the small steps that settle the weights.
+  the small steps that settle the weights. With ``decay_start`` = s > 0 the rate
+  stays at ``lr`` for the first share s of the budget and the half cosine runs
+  over the rest ("constant, then cool down": Zhai et al. 2022; Hägele et al.
+  2024), for budgets too short to spend most updates at a falling rate.
 - ``constant``.
 
 The plateau scheduler steps on validations (``step_on_validation``), the others on
@@ -29,29 +32,37 @@ from attnmt.config import TrainingConfig
 class BudgetCosine:
     """Cosine decay over the training budget's progress in [0, 1] (see the module docstring)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, min_lr: float) -> None:
-        self.optimizer, self.min_lr = optimizer, min_lr
+    def __init__(self, optimizer: torch.optim.Optimizer, min_lr: float, decay_start: float = 0.0) -> None:
+        self.optimizer, self.min_lr, self.decay_start = optimizer, min_lr, decay_start
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.progress = 0.0
 
     def set_progress(self, progress: float) -> None:
+        """lr = min_lr + (lr - min_lr) * (1 + cos(pi * d)) / 2, d = the decay's share done."""
         self.progress = min(1.0, max(0.0, progress))
-        factor = 0.5 * (1.0 + math.cos(math.pi * self.progress))
+        done = max(0.0, self.progress - self.decay_start) / (1.0 - self.decay_start)
+        factor = 0.5 * (1.0 + math.cos(math.pi * done))
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = self.min_lr + (base - self.min_lr) * factor
 
     def state_dict(self) -> dict[str, Any]:
-        return {"base_lrs": self.base_lrs, "progress": self.progress, "min_lr": self.min_lr}
+        return {
+            "base_lrs": self.base_lrs,
+            "progress": self.progress,
+            "min_lr": self.min_lr,
+            "decay_start": self.decay_start,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.base_lrs, self.min_lr = list(state["base_lrs"]), float(state["min_lr"])
+        self.decay_start = float(state.get("decay_start", 0.0))
         self.set_progress(float(state["progress"]))
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig) -> Any:
     """The scheduler ``config.scheduler`` names."""
     if config.scheduler == "cosine":
-        return BudgetCosine(optimizer, config.min_lr)
+        return BudgetCosine(optimizer, config.min_lr, config.decay_start)
     if config.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=config.decay_factor, patience=config.patience, min_lr=config.min_lr
