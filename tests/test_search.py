@@ -9,7 +9,7 @@ import torch
 
 from attnmt.data import pad
 from attnmt.model import Seq2Seq
-from attnmt.search import beam_search, greedy_search, length_penalty, max_output_lengths
+from attnmt.search import _Beams, beam_search, greedy_search, length_penalty, max_output_lengths
 from attnmt.vocab import BOS_ID, EOS_ID
 from conftest import DEVICES, reversal_pairs, toy_model
 
@@ -78,6 +78,30 @@ def test_attention_rows_cover_every_output_step(trained_reverser: Seq2Seq) -> No
         attention = hyps[0].attention
         assert attention.shape == (len(hyps[0].tokens) + 1, len(source))
         assert torch.allclose(attention.sum(-1), torch.ones(attention.size(0)), atol=1e-5)
+
+
+def _only_when_k_finished(beams: _Beams) -> torch.Tensor:
+    """The stopping rule without the bound: a sentence is done when it has K finished hypotheses."""
+    return torch.tensor([len(beams.finished[s]) >= beams.beam for s in beams.alive])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.4])
+@pytest.mark.parametrize("nbest", [1, 3])
+@pytest.mark.parametrize("trained", [True, False])
+def test_stopping_early_keeps_the_nbest(
+    trained_reverser: Seq2Seq, monkeypatch: pytest.MonkeyPatch, alpha: float, nbest: int, trained: bool
+) -> None:
+    """Stopping once no live hypothesis can enter the n best changes no translation, score or attention."""
+    torch.manual_seed(4)
+    model = trained_reverser if trained else toy_model(attention="general", decoder="luong").eval()
+    sources = _sources(40, seed=12)
+    early = _run(model, sources, beam=4, alpha=alpha, nbest=nbest)
+    monkeypatch.setattr(_Beams, "_done", _only_when_k_finished)
+    late = _run(model, sources, beam=4, alpha=alpha, nbest=nbest)
+    for found, reference in zip(early, late):
+        assert [h.tokens for h in found] == [h.tokens for h in reference]
+        assert [h.score for h in found] == [h.score for h in reference]
+        assert all(torch.equal(a.attention, b.attention) for a, b in zip(found, reference))
 
 
 @torch.no_grad()

@@ -13,6 +13,9 @@ the same alone or in a batch.
   hypotheses (or reaches its maximum length). Finished hypotheses are ranked by
   score / lp(length) with the GNMT length penalty lp(L) = ((5 + L) / 6)^alpha
   (Wu et al. 2016, eq. 14). With K = 1 this is exactly greedy search.
+  A sentence also stops as soon as no live hypothesis can still enter its n best:
+  log-probabilities are <= 0, so a live score s can at best end as
+  s / lp(maximum length) — the same translations, fewer steps.
 - ``search`` translates a list of id sequences of any lengths: it sorts them by
   length, cuts batches, runs one of the two searches and restores the order.
 
@@ -215,10 +218,17 @@ class _Beams:
     """
 
     def __init__(
-        self, src_lengths: torch.Tensor, max_lengths: torch.Tensor, beam: int, alpha: float, record: bool, width: int
+        self,
+        src_lengths: torch.Tensor,
+        max_lengths: torch.Tensor,
+        beam: int,
+        alpha: float,
+        record: bool,
+        width: int,
+        nbest: int = 1,
     ) -> None:
         batch, device = src_lengths.size(0), src_lengths.device
-        self.beam, self.alpha, self.src_lengths, self.device = beam, alpha, src_lengths, device
+        self.beam, self.alpha, self.nbest, self.src_lengths, self.device = beam, alpha, nbest, src_lengths, device
         self.alive = list(range(batch))
         self.limits = max_lengths.to(device)
         self.scores = torch.full((batch, beam), float("-inf"), device=device)
@@ -262,21 +272,40 @@ class _Beams:
                 _Finished(float(top_scores[row, j]) / penalty, self.history[source].tolist(), attn)
             )
 
-    def all_done(self) -> bool:
-        return all(len(self.finished[s]) >= self.beam for s in self.alive)
+    def _done(self) -> torch.Tensor:
+        """Which alive sentences (B',) are done: K finished, or no live hypothesis can enter the n best.
 
-    def drop_done(self) -> torch.Tensor | None:
-        """Remove sentences with K finished hypotheses; the rows kept, or None if none was removed."""
-        done = torch.tensor([len(self.finished[s]) >= self.beam for s in self.alive], device=self.device)
+        A live hypothesis with summed log-probability s (<= 0, and only falling) can
+        at best finish as s / lp(limit): if that is below the n-th best finished
+        score, search can stop without changing the n best.
+        """
+        threshold = [float("-inf")] * len(self.alive)
+        full = [False] * len(self.alive)
+        for row, sentence in enumerate(self.alive):
+            hyps = self.finished[sentence]
+            full[row] = len(hyps) >= self.beam
+            if len(hyps) >= self.nbest:
+                threshold[row] = sorted((f.score for f in hyps), reverse=True)[self.nbest - 1]
+        if not any(t > float("-inf") for t in threshold):
+            return torch.tensor(full, device=self.device)
+        best_possible = self.scores.max(dim=1).values / length_penalty(self.limits.to(self.scores.dtype), self.alpha)
+        beaten = torch.tensor(threshold, device=self.device) >= best_possible
+        return torch.tensor(full, device=self.device) | beaten
+
+    def drop_done(self) -> tuple[torch.Tensor | None, bool]:
+        """Remove the sentences that are done; the rows kept (None if none was removed), and whether all are done."""
+        done = self._done()
+        if bool(done.all()):
+            return None, True
         if not bool(done.any()):
-            return None
+            return None, False
         keep_sentences = (~done).nonzero().flatten()
         rows = (keep_sentences.unsqueeze(1) * self.beam + torch.arange(self.beam, device=self.device)).view(-1)
         self.alive = [self.alive[i] for i in keep_sentences.tolist()]
         self.limits, self.scores = self.limits[keep_sentences], self.scores[keep_sentences]
         self.prev, self.history = self.prev[rows], self.history[rows]
         self.attention = self.attention[rows] if self.attention is not None else None
-        return rows
+        return rows, False
 
     def best(self, nbest: int) -> list[list[Hypothesis]]:
         ranked = (sorted(hyps, key=lambda f: -f.score)[:nbest] for hyps in self.finished)
@@ -300,13 +329,13 @@ def beam_search(
     memory, state = model.encode(src, src_lengths)
     expand = torch.arange(src.size(0), device=src.device).repeat_interleave(beam)  # (B*K,)
     memory, state = memory.reorder(expand), state.reorder(expand)
-    beams = _Beams(src_lengths, max_lengths, beam, alpha, record_attention, src.size(1))
+    beams = _Beams(src_lengths, max_lengths, beam, alpha, record_attention, src.size(1), nbest)
     for t in range(int(beams.limits.max())):
         log_probs, state, details = model.step(beams.prev, state, memory)  # (B'*K, V)
         state = state.reorder(beams.advance(log_probs, details, t))
-        if beams.all_done():
+        rows, all_done = beams.drop_done()
+        if all_done:
             break
-        rows = beams.drop_done()
         if rows is not None:
             memory, state = memory.reorder(rows), state.reorder(rows)
     return beams.best(nbest)
