@@ -9,9 +9,10 @@
    pieces OpenNMT-py reads; OpenNMT-py builds its vocabularies from them.
 3. Trains the matched model with each for ``--steps`` updates (embeddings 256,
    bidirectional GRU 2 x 256, GRU decoder 512, Luong general attention, input
-   feeding, Adam 0.002 held constant (no warm-up: OpenNMT-py's default), label
-   smoothing 0.1, batches of 2,000 tokens, dropout 0.3, uniform init 0.1):
-   attnmt's ``configs/luong_general.yaml``, OpenNMT-py
+   feeding, Adam 0.002 (constant for both: attnmt's plateau schedule first looks
+   at the validation after the last step), label smoothing 0.1, batches of 2,000
+   tokens, dropout 0.3, uniform init 0.1): attnmt's ``configs/luong_general.yaml``,
+   OpenNMT-py
    ``-encoder_type brnn -rnn_type GRU -global_attention general -input_feed 1``.
    Target tokens/s are the median of the periodic reports, skipping the first one
    and any that includes a validation (steady state). Both count target tokens
@@ -33,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -162,6 +164,11 @@ def train_onmt(venv: Path, files: dict[str, Path], work: Path, steps: int, env: 
     build_vocab = [str(venv / "bin" / "onmt_build_vocab"), "-config", str(config), "-n_sample", "-1"]
     subprocess.run(build_vocab, env=env, check=True, capture_output=True)
     seconds, peak = timed([str(venv / "bin" / "onmt_train"), "-config", str(config)], env, work / "onmt_train.log")
+    return onmt_train_result(work, steps, seconds, peak)
+
+
+def onmt_train_result(work: Path, steps: int, seconds: float | None, peak: int) -> dict[str, object]:
+    """Tokens/s (median of the steady reports), validation perplexity and vocabulary from OpenNMT-py's log."""
     log = (work / "onmt_train.log").read_text()
     tgt_speeds = [int(m.group(2)) for m in re.finditer(r"(\d+)/\s*(\d+) tok/s", log)]  # reports "src/tgt tok/s"
     ppl = re.findall(r"Validation perplexity: ([\d.]+)", log)
@@ -173,7 +180,7 @@ def train_onmt(venv: Path, files: dict[str, Path], work: Path, steps: int, env: 
         "reports": len(tgt_speeds),
         "valid_ppl": float(ppl[-1]) if ppl else None,
         "target_vocab": vocab,
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(seconds, 1) if seconds is not None else None,
         "peak_rss_mb": peak,
         "model": str(work / f"onmt_model_step_{steps}.pt"),
     }
@@ -181,8 +188,9 @@ def train_onmt(venv: Path, files: dict[str, Path], work: Path, steps: int, env: 
 
 def train_attnmt(work: Path, steps: int, threads: int, overrides: list[str], env: dict[str, str]) -> dict[str, object]:
     out = work / "attnmt_run"
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run: the same --out would resume a finished one
     settings = [f"training.max_steps={steps}", f"training.valid_every={steps}", "training.log_every=25"]
-    settings += [f"training.threads={threads}", "training.early_stopping=0", "training.warmup_steps=0", *overrides]
+    settings += [f"training.threads={threads}", "training.early_stopping=0", *overrides]
     command = [sys.executable, "-m", "attnmt", "train", "--config", str(ROOT / "configs" / "luong_general.yaml")]
     command += ["--out", str(out), "--no-progress"] + [f"--set={s}" for s in settings]
     seconds, peak = timed(command, env, work / "attnmt_train.log")
@@ -257,6 +265,7 @@ def main() -> None:
         onmt = json.loads(saved.read_text())
     else:
         onmt = {"train": train_onmt(venv, files, work, args.steps, env)}
+        saved.write_text(json.dumps(onmt))
     ours = {"train": train_attnmt(work, args.steps, args.threads, args.attnmt_set, env)}
     runs = [("onmt", str(onmt["train"]["model"]), False), ("attnmt", str(ours["train"]["model"]), False)]
     runs.append(("attnmt", str(ours["train"]["model"]), True))

@@ -36,6 +36,7 @@ def test_required_example_configs_exist() -> None:
         ({"model": {"input_feeding": True, "decoder": "bahdanau"}}, r"model\.input_feeding"),
         ({"model": {"bidirectional": True, "hidden_size": 33}}, r"model\.hidden_size: .* even"),
         ({"training": {"lr": -1}}, r"training\.lr: must be positive"),
+        ({"training": {"decay_start": 0.7}}, r"training\.decay_start: only the cosine .*is plateau"),
         ({"modle": {}}, r"unknown section 'modle'"),
         ({"data": {"vocab_size": 100}}, r"data\.vocab_size: must be at least 300"),
     ],

@@ -242,6 +242,11 @@ def _check_ranges(config: Config) -> None:
         )
     if config.model.input_feeding and (config.model.decoder != "luong" or config.model.attention == "none"):
         raise ConfigError("model.input_feeding: only the luong decoder with an attention feeds h~ back")
+    if config.training.decay_start > 0 and config.training.scheduler != "cosine":
+        raise ConfigError(
+            f"training.decay_start: only the cosine scheduler holds the rate before cooling down "
+            f"(training.scheduler is {config.training.scheduler})"
+        )
     if config.model.attention_span != "global" and config.model.attention == "none":
         raise ConfigError("model.attention_span: local attention needs an attention (model.attention is none)")
 
