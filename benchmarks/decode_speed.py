@@ -1,10 +1,15 @@
 """Decoding throughput and BLEU of a trained model on Multi30k test2016.
 
     python benchmarks/decode_speed.py --model runs/quickstart [--beams 1 5] [--threads 2] [--quantize none int8]
+                                      [--flops]
 
 Times ``Translator.translate`` on the 1,000 test sentences (model already loaded;
 batches of 64 sentences sorted by length) and prints one JSON line per beam size
 and quantisation (fp32 and int8 measured in one run, alternating, for a fair ratio).
+With ``--flops`` it also counts the fp32 floating-point work of each search once
+(torch's FlopCounterMode for the matrix products, plus the fused LSTM kernels it
+cannot see) and reports the achieved GFLOP/s against this machine's fp32 matmul
+peak measured in the same run (int8: the same work divided by its time).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 from attnmt import Translator
 from attnmt.data import read_parallel
 from attnmt.metrics import corpus_scores
+from attnmt.model import Seq2Seq
 
 
 def main() -> None:
@@ -28,16 +34,48 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--quantize", nargs="+", default=["none"], choices=["none", "int8"])
+    parser.add_argument("--flops", action="store_true", help="count the work and report GFLOP/s against the peak")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    args.work = {}
     translators = {q: Translator.load(args.model, quantize=None if q == "none" else q) for q in args.quantize}
     pairs = read_parallel("bundled:multi30k/test_2016_flickr.en.gz", "bundled:multi30k/test_2016_flickr.de.gz")
     sources, references = [p[0] for p in pairs], [p[1] for p in pairs]
     for translator in translators.values():
         translator.translate(sources[:64], beam=1)  # warm-up
+    if args.flops:
+        from step_breakdown import matmul_peak
+
+        fp32 = Translator.load(args.model)
+        args.work = {beam: decoding_flops(fp32, sources, beam, args.batch_size) for beam in args.beams}
+        print(json.dumps({"matmul_peak_gflop_s": round(matmul_peak(args.threads), 1)}), flush=True)
     for beam in args.beams:
         for quantization, translator in translators.items():
             report(translator, sources, references, beam, quantization, args)
+
+
+def decoding_flops(translator: Translator, sources: list[str], beam: int, batch_size: int) -> float:
+    """Floating-point operations of translating ``sources`` in fp32: matrix products and LSTM kernels."""
+    from step_breakdown import lstm_forward_flops
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = translator.model
+    assert isinstance(model, Seq2Seq), "--flops counts a single model"
+    lstm = [0.0]
+    hooks = [
+        module.register_forward_hook(
+            lambda module, inputs, output: lstm.__setitem__(
+                0, lstm[0] + lstm_forward_flops(module, inputs[0].shape[0] * inputs[0].shape[1])
+            )
+        )
+        for module in model.modules()
+        if isinstance(module, torch.nn.LSTM)
+    ]
+    with FlopCounterMode(display=False) as counter:
+        translator.translate(sources, beam=beam, batch_size=batch_size)
+    for hook in hooks:
+        hook.remove()
+    return counter.get_total_flops() + lstm[0]
 
 
 def report(translator: Translator, sources: list[str], references: list[str], beam: int, quantization: str, args):
@@ -56,10 +94,18 @@ def report(translator: Translator, sources: list[str], references: list[str], be
                 "bleu": corpus_scores(hypotheses, references)["bleu"],
                 "threads": args.threads,
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                **flop_rate(args.work.get(beam), seconds),
             }
         ),
         flush=True,
     )
+
+
+def flop_rate(flops: float | None, seconds: float) -> dict[str, float]:
+    """The counted fp32 work and the rate it was done at (empty without ``--flops``)."""
+    if not flops:
+        return {}
+    return {"gflop": round(flops / 1e9, 1), "achieved_gflop_s": round(flops / seconds / 1e9, 1)}
 
 
 if __name__ == "__main__":

@@ -50,15 +50,22 @@ def matmul_peak(threads: int, size: int = 2048) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def lstm_forward_flops(rnn: torch.nn.LSTM, tokens: int) -> float:
+    """Forward FLOPs of an LSTM over ``tokens`` positions: every layer, every direction."""
+    total = 0.0
+    directions = 2 if rnn.bidirectional else 1
+    for layer in range(rnn.num_layers):
+        inputs = getattr(rnn, f"weight_ih_l{layer}").shape[1]
+        total += directions * 2 * GATES["lstm"] * rnn.hidden_size * (inputs + rnn.hidden_size) * tokens
+    return total
+
+
 def rnn_flops(model: Seq2Seq, batch) -> float:
     """Forward + backward FLOPs of the LSTM layers (torch's fused oneDNN LSTM kernel is not counted; GRUs are)."""
     total = 0.0
     for module, tokens in ((model.encoder, int(batch.src.numel())), (model.decoder, int(batch.tgt_in.numel()))):
         for rnn in (m for m in module.modules() if isinstance(m, torch.nn.LSTM)):
-            gates = GATES["lstm"]
-            for layer in range(rnn.num_layers):
-                inputs = getattr(rnn, f"weight_ih_l{layer}").shape[1]
-                total += 3 * 2 * gates * rnn.hidden_size * (inputs + rnn.hidden_size) * tokens
+            total += 3 * lstm_forward_flops(rnn, tokens)
     return total
 
 
