@@ -162,8 +162,10 @@ class _SlowModel(ServedModel):
     def __init__(self, translator: Translator) -> None:
         super().__init__(translator)
         self.release = threading.Event()
+        self.busy = threading.Event()  # set once the worker holds a batch
 
     def translate_batch(self, texts: list[str], options: tuple) -> list:
+        self.busy.set()
         self.release.wait(timeout=60)
         return super().translate_batch(texts, options)
 
@@ -172,10 +174,12 @@ def test_a_full_queue_answers_503_with_retry_after(translator: Translator) -> No
     slow = _SlowModel(translator)
     with TestClient(create_app(slow, max_batch=2, max_wait_ms=0, queue=4)) as busy:
         with ThreadPoolExecutor(4) as pool:
-            waiting = [pool.submit(busy.post, "/v1/translate", json={"texts": ["red dog", "a cat"]}) for _ in range(3)]
+            waiting = [pool.submit(busy.post, "/v1/translate", json={"texts": ["red dog", "a cat"]})]
+            assert slow.busy.wait(timeout=30)  # the worker holds the first request's batch ...
+            waiting += [pool.submit(busy.post, "/v1/translate", json={"texts": ["red dog", "a cat"]}) for _ in range(2)]
             deadline = time.monotonic() + 30
             while busy.app.state.batcher.queued_sentences < 4 and time.monotonic() < deadline:
-                time.sleep(0.01)
+                time.sleep(0.01)  # ... and the next two fill the queue of 4 sentences
             refused = busy.post("/v1/translate", json={"texts": ["red dog", "a cat"]})
             assert _refused(refused, 503, "queue") and int(refused.headers["Retry-After"]) >= 1
             slow.release.set()
