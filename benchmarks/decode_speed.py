@@ -46,7 +46,7 @@ def main() -> None:
     if args.flops:
         from step_breakdown import matmul_peak
 
-        fp32 = Translator.load(args.model)
+        fp32 = translators.get("none") or Translator.load(args.model)
         args.work = {beam: decoding_flops(fp32, sources, beam, args.batch_size) for beam in args.beams}
         print(json.dumps({"matmul_peak_gflop_s": round(matmul_peak(args.threads), 1)}), flush=True)
     for beam in args.beams:
@@ -61,21 +61,17 @@ def decoding_flops(translator: Translator, sources: list[str], beam: int, batch_
 
     model = translator.model
     assert isinstance(model, Seq2Seq), "--flops counts a single model"
-    lstm = [0.0]
-    hooks = [
-        module.register_forward_hook(
-            lambda module, inputs, output: lstm.__setitem__(
-                0, lstm[0] + lstm_forward_flops(module, inputs[0].shape[0] * inputs[0].shape[1])
-            )
-        )
-        for module in model.modules()
-        if isinstance(module, torch.nn.LSTM)
-    ]
+    lstm_flops: list[float] = []  # one entry per LSTM call (batch-first input: B x T positions)
+
+    def count_lstm(module: torch.nn.Module, inputs: tuple, output: object) -> None:
+        lstm_flops.append(lstm_forward_flops(module, inputs[0].shape[0] * inputs[0].shape[1]))
+
+    hooks = [m.register_forward_hook(count_lstm) for m in model.modules() if isinstance(m, torch.nn.LSTM)]
     with FlopCounterMode(display=False) as counter:
         translator.translate(sources, beam=beam, batch_size=batch_size)
     for hook in hooks:
         hook.remove()
-    return counter.get_total_flops() + lstm[0]
+    return counter.get_total_flops() + sum(lstm_flops)
 
 
 def report(translator: Translator, sources: list[str], references: list[str], beam: int, quantization: str, args):

@@ -24,6 +24,7 @@ Dimension letters: B sentences, K beam size, S source positions, V vocabulary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -279,18 +280,16 @@ class _Beams:
         at best finish as s / lp(limit): if that is below the n-th best finished
         score, search can stop without changing the n best.
         """
-        threshold = [float("-inf")] * len(self.alive)
-        full = [False] * len(self.alive)
-        for row, sentence in enumerate(self.alive):
-            hyps = self.finished[sentence]
-            full[row] = len(hyps) >= self.beam
-            if len(hyps) >= self.nbest:
-                threshold[row] = sorted((f.score for f in hyps), reverse=True)[self.nbest - 1]
-        if not any(t > float("-inf") for t in threshold):
-            return torch.tensor(full, device=self.device)
+        hyps = [self.finished[sentence] for sentence in self.alive]
+        full = torch.tensor([len(h) >= self.beam for h in hyps], device=self.device)
+        nth_best = [
+            sorted((f.score for f in h), reverse=True)[self.nbest - 1] if len(h) >= self.nbest else -math.inf
+            for h in hyps
+        ]  # finished scores are finite, so -inf means "fewer than n finished"
+        if max(nth_best) == -math.inf:
+            return full
         best_possible = self.scores.max(dim=1).values / length_penalty(self.limits.to(self.scores.dtype), self.alpha)
-        beaten = torch.tensor(threshold, device=self.device) >= best_possible
-        return torch.tensor(full, device=self.device) | beaten
+        return full | (torch.tensor(nth_best, device=self.device) >= best_possible)
 
     def drop_done(self) -> tuple[torch.Tensor | None, bool]:
         """Remove the sentences that are done; the rows kept (None if none was removed), and whether all are done."""
