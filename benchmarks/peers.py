@@ -1,7 +1,7 @@
 """attnmt and OpenNMT-py 3.5.1 side by side on this machine: training speed, memory, decoding speed, BLEU.
 
     python benchmarks/peers.py [--cache ~/.cache/attnmt-peers] [--steps 300] [--threads 2]
-                               [--attnmt-set training.precision=bf16 ...] [--skip-onmt]
+                               [--attnmt-set training.precision=bf16 ...] [--skip-onmt | --decode-only]
 
 1. Creates OpenNMT-py 3.5.1 in its own virtual environment under ``--cache`` (once).
 2. Prepares Multi30k en-de with ONE joint 8k sentencepiece BPE (attnmt's tokenizer
@@ -23,6 +23,10 @@
    with sacreBLEU. attnmt also decodes with ``--quantize int8`` (OpenNMT-py's
    PyTorch path has no int8 for RNNs). The systems take turns, ``--repeats``
    times; each one's fastest run counts (the least disturbed on a noisy machine).
+
+``--skip-onmt`` reuses OpenNMT-py's trained model and results from an earlier run;
+``--decode-only`` trains nothing and decodes again with both models of an earlier
+run (after a change to decoding).
 
 Prints JSON lines and a table of ratios, with this machine's CPU flags. One heavy
 process at a time: run it on an idle machine. CI does not run it.
@@ -194,6 +198,13 @@ def train_attnmt(work: Path, steps: int, threads: int, overrides: list[str], env
     command = [sys.executable, "-m", "attnmt", "train", "--config", str(ROOT / "configs" / "luong_general.yaml")]
     command += ["--out", str(out), "--no-progress"] + [f"--set={s}" for s in settings]
     seconds, peak = timed(command, env, work / "attnmt_train.log")
+    return attnmt_train_result(out, steps, overrides, seconds, peak)
+
+
+def attnmt_train_result(
+    out: Path, steps: int, overrides: list[str], seconds: float | None, peak: int | None
+) -> dict[str, object]:
+    """attnmt's training speed and validation perplexity, read from the run's train_log.jsonl."""
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     speeds = [r["tgt_tokens_per_s"] for r in rows if "valid_loss" not in r]
     valid = [r for r in rows if "valid_loss" in r]
@@ -204,7 +215,7 @@ def train_attnmt(work: Path, steps: int, threads: int, overrides: list[str], env
         "reports": len(speeds),
         "valid_ppl": valid[-1]["valid_ppl"] if valid else None,
         "overrides": overrides,
-        "train_seconds": round(seconds, 1),
+        "train_seconds": None if seconds is None else round(seconds, 1),
         "peak_rss_mb": peak,
         "model": str(out),
     }
@@ -250,6 +261,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--attnmt-set", action="append", default=[], help="config override for attnmt's run")
     parser.add_argument("--skip-onmt", action="store_true", help="reuse OpenNMT-py's results from an earlier run")
+    parser.add_argument(
+        "--decode-only", action="store_true", help="train nothing: decode again with both models of an earlier run"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="decode each system this many times, keep the fastest")
     args = parser.parse_args()
     cache = Path(args.cache)
@@ -261,15 +275,19 @@ def main() -> None:
     files = prepare(work)
     files["test.src.txt"], files["test.tgt.txt"] = work / "test.src.txt", work / "test.tgt.txt"
     saved = work / "onmt_results.json"
-    if args.skip_onmt and saved.is_file():
+    if (args.skip_onmt or args.decode_only) and saved.is_file():
         onmt = json.loads(saved.read_text())
     else:
         onmt = {"train": train_onmt(venv, files, work, args.steps, env)}
         saved.write_text(json.dumps(onmt))
-    ours = {"train": train_attnmt(work, args.steps, args.threads, args.attnmt_set, env)}
+    if args.decode_only:
+        steps = int(onmt["train"]["steps"])
+        ours = {"train": attnmt_train_result(work / "attnmt_run", steps, args.attnmt_set, None, None)}
+    else:
+        ours = {"train": train_attnmt(work, args.steps, args.threads, args.attnmt_set, env)}
     runs = [("onmt", str(onmt["train"]["model"]), False), ("attnmt", str(ours["train"]["model"]), False)]
     runs.append(("attnmt", str(ours["train"]["model"]), True))
-    if args.skip_onmt and "decode" in onmt:
+    if args.skip_onmt and not args.decode_only and "decode" in onmt:
         runs = runs[1:]
     found: dict[tuple[str, bool, int], dict] = {}
     for _ in range(args.repeats):  # alternate the systems, keep each one's fastest run

@@ -41,6 +41,7 @@ def _imported_modules(path: Path) -> set[str]:
         ("config", {"model", "decoder", "train", "cli"}),
         ("model", {"search", "train", "cli", "translator"}),
         ("search", {"train", "cli", "translator", "server"}),
+        ("selection", {"model", "decoder", "search", "train", "cli", "translator", "server"}),
         ("translator", {"train", "cli", "server"}),
     ],
 )

@@ -108,3 +108,46 @@ def test_local_attention_learns(span: str, task: str) -> None:
     if task == "copy":
         test = [(source, source[:-1]) for source, _ in test]
     assert exact_match(model, test) >= 0.95
+
+
+@pytest.mark.parametrize(
+    "decoder,attention,input_feeding,span",
+    [(*combination, "global") for combination in COMBINATIONS] + SPANS,
+)
+@pytest.mark.parametrize("rnn,layers", [("lstm", 1), ("gru", 2)])
+def test_beams_share_their_sentence_memory(
+    decoder: str, attention: str, input_feeding: bool, span: str, rnn: str, layers: int
+) -> None:
+    """K hypotheses reading one shared memory row step exactly like K copies of it, also after rows are dropped."""
+    torch.manual_seed(0)
+    settings: dict = {"attention_span": span, "local_window": 2} if span.startswith("local") else {}
+    model = toy_model(
+        decoder=decoder,
+        attention=attention,
+        input_feeding=input_feeding,
+        bidirectional=True,
+        rnn=rnn,
+        layers=layers,
+        **settings,
+    ).eval()
+    beams = 3
+    batch = make_batch([p[0] for p in reversal_pairs(4, 2, 7, seed=3)], [[4]] * 4)
+    memory, state = model.encode(batch.src, batch.src_lengths)
+    expand = torch.arange(4).repeat_interleave(beams)
+    shared, copied, state = memory.for_beams(beams), memory.reorder(expand), state.reorder(expand)
+    assert shared.beams == (1 if span == "local-m" else beams)  # local-m's window follows the step: copies
+    shared_state, copied_state = state, state
+    for t in range(4):
+        if t == 2:  # drop sentence 1, keep the others' blocks of K rows in order
+            rows = torch.tensor([0, 1, 2, 6, 7, 8, 9, 10, 11])
+            shared, copied = shared.reorder(rows), copied.reorder(rows)
+            shared_state, copied_state = shared_state.reorder(rows), copied_state.reorder(rows)
+        prev = torch.randint(4, 14, (9 if t >= 2 else 12,))
+        log_probs, shared_state, shared_out = model.step(prev, shared_state, shared)
+        expected, copied_state, copied_out = model.step(prev, copied_state, copied)
+        assert torch.allclose(log_probs, expected, atol=1e-5)
+        if attention != "none":
+            assert torch.allclose(shared_out.attention.weights, copied_out.attention.weights, atol=1e-6)
+            assert shared_out.attention.weights.shape == copied_out.attention.weights.shape
+            if span != "global":
+                assert torch.allclose(shared_out.attention.aligned, copied_out.attention.aligned, atol=1e-5)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from attnmt.data import pad
+from attnmt.decoder import EncoderMemory
 from attnmt.model import Seq2Seq
 from attnmt.search import _Beams, beam_search, greedy_search, length_penalty, max_output_lengths
 from attnmt.vocab import BOS_ID, EOS_ID
@@ -187,3 +188,44 @@ def test_output_length_is_capped() -> None:
     from attnmt.limits import MAX_OUTPUT_TOKENS
 
     assert int(max_output_lengths(torch.tensor([10_000]), 10.0, 500)[0]) == MAX_OUTPUT_TOKENS
+
+
+def _advance_over_the_whole_vocabulary(beams: _Beams, log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for one step: the 2K best of all K * V candidates, then the K best not ending in </s>."""
+    beam, vocab = beams.beam, log_probs.size(1)
+    candidates = (beams.scores.view(-1, 1) + log_probs).view(-1, beam * vocab)
+    top_scores, top_ids = candidates.topk(2 * beam, dim=1)
+    token = top_ids % vocab
+    order = ((token == EOS_ID).long() * 2 * beam + torch.arange(2 * beam)).argsort(dim=1)[:, :beam]
+    return top_scores.gather(1, order), token.gather(1, order)
+
+
+@pytest.mark.parametrize("beam,vocab", [(1, 7), (3, 5), (4, 50), (5, 5376)])
+def test_each_hypothesis_top_2k_words_give_the_step_best_candidates(beam: int, vocab: int) -> None:
+    """Scoring only each hypothesis' 2K most probable words keeps exactly the K best continuations."""
+    torch.manual_seed(beam)
+    sentences = 6
+    beams = _Beams(torch.full((sentences,), 5), torch.full((sentences,), 20), beam, 0.6, False, 5)
+    for t in range(4):
+        log_probs = torch.log_softmax(3 * torch.randn(sentences * beam, vocab), dim=-1)
+        expected_scores, expected_tokens = _advance_over_the_whole_vocabulary(beams, log_probs)
+        beams.advance(log_probs, None, t)
+        assert torch.equal(beams.scores, expected_scores)
+        assert torch.equal(beams.prev.view(sentences, beam), expected_tokens)
+
+
+def test_shared_memory_translates_like_copies_for_every_beam(
+    trained_reverser: Seq2Seq, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beam search over memory shared by the K hypotheses finds what K copies of it find."""
+    sources = _sources(30, seed=21)
+    shared = _run(trained_reverser, sources, beam=4, alpha=0.6, nbest=2)
+
+    def copies(memory: EncoderMemory, beams: int) -> EncoderMemory:
+        return memory.reorder(torch.arange(memory.src_mask.size(0)).repeat_interleave(beams))
+
+    monkeypatch.setattr(EncoderMemory, "for_beams", copies)
+    copied = _run(trained_reverser, sources, beam=4, alpha=0.6, nbest=2)
+    for found, reference in zip(shared, copied):
+        assert [h.tokens for h in found] == [h.tokens for h in reference]
+        assert [h.score for h in found] == pytest.approx([h.score for h in reference], abs=1e-4)

@@ -24,7 +24,7 @@ positions, E embedding size, H hidden size, L layers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -33,7 +33,7 @@ from torch import nn
 from attnmt.attention import Attention, AttentionOutput
 from attnmt.config import ModelConfig
 from attnmt.encoder import RNN, RNNState
-from attnmt.local_attention import GlobalSpan, build_span
+from attnmt.local_attention import GlobalSpan, LocalMonotonic, build_span
 from attnmt.vocab import PAD_ID
 
 
@@ -55,19 +55,38 @@ class EncoderMemory:
 
     ``encoder_outputs`` (B, S, H) are the values, ``keys`` (B, S, K) the result of
     ``Attention.project_keys`` (computed once per batch), ``src_mask`` (B, S) is True
-    on real tokens.
+    on real tokens. In beam search each row can serve ``beams`` consecutive decoder
+    rows (the K hypotheses of one sentence): their K queries then meet the
+    sentence's keys in one product, and the memory is never copied K times.
+    ``shareable`` is False where a step's attention depends on more than its query
+    (local-m's window follows the step index), so beams get copies instead.
     """
 
     encoder_outputs: torch.Tensor
     keys: torch.Tensor
     src_mask: torch.Tensor
+    beams: int = 1
+    shareable: bool = True
+
+    def for_beams(self, beams: int) -> EncoderMemory:
+        """Memory for ``beams`` hypotheses per sentence (rows b * beams + k): shared, or copied."""
+        if self.shareable:
+            return replace(self, beams=beams)
+        return self.reorder(torch.arange(self.src_mask.size(0), device=self.src_mask.device).repeat_interleave(beams))
 
     def reorder(self, indices: torch.Tensor) -> EncoderMemory:
-        """Select (and repeat) batch rows, e.g. to give every beam its own copy."""
-        return EncoderMemory(
-            self.encoder_outputs.index_select(0, indices),
-            self.keys.index_select(0, indices),
-            self.src_mask.index_select(0, indices),
+        """Select (and repeat) decoder rows ``indices``.
+
+        Shared memory keeps one row per sentence: ``indices`` then come in blocks of
+        ``beams`` rows of one sentence (as beam search keeps them), and the sentence
+        of block i is ``indices[i * beams] // beams``.
+        """
+        rows = indices[:: self.beams] // self.beams if self.beams > 1 else indices
+        return replace(
+            self,
+            encoder_outputs=self.encoder_outputs.index_select(0, rows),
+            keys=self.keys.index_select(0, rows),
+            src_mask=self.src_mask.index_select(0, rows),
         )
 
 
@@ -102,6 +121,23 @@ class DecoderOutput:
     outputs: torch.Tensor
     attention: AttentionOutput | None
     queries: torch.Tensor
+
+
+def _per_sentence(query: torch.Tensor, beams: int) -> torch.Tensor:
+    """Queries (B*K, 1, H) of one step as K queries per sentence: (B, K, H)."""
+    if query.size(1) != 1:
+        raise ValueError(f"memory shared by beams serves one step at a time, got {query.size(1)} steps")
+    return query.reshape(query.size(0) // beams, beams * query.size(1), query.size(2))
+
+
+def _per_row(attention: AttentionOutput) -> AttentionOutput:
+    """Undo ``_per_sentence`` on attention's results: (B, K, ...) -> (B*K, 1, ...)."""
+
+    def rows(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.reshape(tensor.size(0) * tensor.size(1), 1, *tensor.shape[2:])
+
+    aligned = None if attention.aligned is None else rows(attention.aligned)
+    return AttentionOutput(rows(attention.context), rows(attention.weights), rows(attention.scores), aligned)
 
 
 def _stack_steps(steps: list[DecoderOutput]) -> DecoderOutput:
@@ -142,7 +178,7 @@ class Decoder(nn.Module):
     def prepare_memory(self, encoder_outputs: torch.Tensor, src_mask: torch.Tensor) -> EncoderMemory:
         """What every step attends to: the values (B, S, H), keys projected once per batch, the mask."""
         keys = self.attention.project_keys(encoder_outputs) if self.attention is not None else encoder_outputs
-        return EncoderMemory(encoder_outputs, keys, src_mask)
+        return EncoderMemory(encoder_outputs, keys, src_mask, shareable=not isinstance(self.span, LocalMonotonic))
 
     def initial_state(self, encoder_final: RNNState) -> DecoderState:
         """The decoder starts from the encoder's final state (the lecture's context vector)."""
@@ -176,6 +212,9 @@ class Decoder(nn.Module):
         """Attention of queries (B, T, H) for target steps first_step .. first_step + T - 1."""
         if self.attention is None:
             return None
+        if memory.beams > 1:  # the K hypotheses of a sentence query its memory together
+            together = self._attend(_per_sentence(query, memory.beams), replace(memory, beams=1), first_step)
+            return None if together is None else _per_row(together)
         span = self.span(query, memory.src_mask, first_step)
         attention = self.attention(query, memory.keys, memory.encoder_outputs, span.mask, span.bias)
         attention.aligned = span.aligned

@@ -31,6 +31,9 @@ class EnsembleParts:
     def reorder(self, indices: torch.Tensor) -> EnsembleParts:
         return EnsembleParts([part.reorder(indices) for part in self.parts])
 
+    def for_beams(self, beams: int) -> EnsembleParts:
+        return EnsembleParts([part.for_beams(beams) for part in self.parts])
+
 
 class Ensemble:
     """Models with one target vocabulary, decoding as one (probabilities averaged each step)."""

@@ -15,7 +15,10 @@ the same alone or in a batch.
   (Wu et al. 2016, eq. 14). With K = 1 this is exactly greedy search.
   A sentence also stops as soon as no live hypothesis can still enter its n best:
   log-probabilities are <= 0, so a live score s can at best end as
-  s / lp(maximum length) — the same translations, fewer steps.
+  s / lp(maximum length) — the same translations, fewer steps. The first step,
+  identical for all K hypotheses, runs once per sentence; the K hypotheses then
+  share their sentence's encoder memory (``EncoderMemory.for_beams``) instead of
+  K copies, and the best continuations are found block by block (``selection.py``).
 - ``search`` translates a list of id sequences of any lengths: it sorts them by
   length, cuts batches, runs one of the two searches and restores the order.
 
@@ -33,11 +36,16 @@ import torch
 from attnmt import limits
 from attnmt.data import pad
 from attnmt.errors import InputError
+from attnmt.selection import best_continuations
 from attnmt.vocab import BOS_ID, EOS_ID
 
 
 class Reorderable(Protocol):
-    """Encoder memory or decoder state: rows can be selected (and repeated)."""
+    """Encoder memory or decoder state: rows can be selected (and repeated).
+
+    Encoder memory also has ``for_beams(K)``: the memory of K hypotheses per
+    sentence (rows ``b * K + k``), shared or copied.
+    """
 
     def reorder(self, indices: torch.Tensor) -> Any: ...
 
@@ -153,11 +161,16 @@ def _force_eos(log_probs: torch.Tensor, at_limit: torch.Tensor) -> torch.Tensor:
     return torch.where(at_limit.unsqueeze(1), forced, log_probs)
 
 
-def _append_attention(attention: torch.Tensor | None, details: Any) -> torch.Tensor | None:
-    """Add this step's weights (B, 1, S) to the record (B, t, S); None if the model has no attention."""
-    if attention is None or details.attention is None:
+def _step_weights(details: Any) -> torch.Tensor | None:
+    """A step's attention weights (B, 1, S), or None if the model has no attention."""
+    return None if details.attention is None else details.attention.weights
+
+
+def _append_attention(attention: torch.Tensor | None, weights: torch.Tensor | None) -> torch.Tensor | None:
+    """Add this step's weights (B, 1, S) to the record (B, t, S); None if not recorded or no attention."""
+    if attention is None or weights is None:
         return None
-    return torch.cat([attention, details.attention.weights.float()], dim=1)
+    return torch.cat([attention, weights.float()], dim=1)
 
 
 @torch.no_grad()
@@ -184,7 +197,7 @@ def greedy_search(
         step_scores, prev = _force_eos(log_probs, limit <= t + 1).max(dim=-1)  # (B',)
         scores = scores + step_scores
         tokens = torch.cat([tokens, prev.unsqueeze(1)], dim=1)
-        attention = _append_attention(attention, details)
+        attention = _append_attention(attention, _step_weights(details))
         finished = prev == EOS_ID
         if not bool(finished.any()):
             continue
@@ -240,14 +253,16 @@ class _Beams:
         self.finished: list[list[_Finished]] = [[] for _ in range(batch)]
         self.rank = torch.arange(2 * beam, device=device)
 
-    def advance(self, log_probs: torch.Tensor, details: Any, t: int) -> torch.Tensor:
-        """Extend every hypothesis by one word; return the rows (B'*K,) the state must follow."""
-        beam, vocab = self.beam, log_probs.size(-1)
+    def advance(self, log_probs: torch.Tensor, weights: torch.Tensor | None, t: int) -> torch.Tensor:
+        """Extend every hypothesis by one word; return the rows (B'*K,) the state must follow.
+
+        The 2K best candidates of each sentence (hypothesis k's summed log-probability
+        plus log p(word)) are found without ranking all K * V (``selection.py``).
+        """
+        beam = self.beam
         log_probs = _force_eos(log_probs, (self.limits <= t + 1).repeat_interleave(beam))
-        candidates = (self.scores.view(-1, 1) + log_probs).view(-1, beam * vocab)  # (B', K*V)
-        top_scores, top_ids = candidates.topk(2 * beam, dim=1)  # (B', 2K)
-        from_beam, token = top_ids // vocab, top_ids % vocab
-        self.attention = _append_attention(self.attention, details)
+        top_scores, from_beam, token = best_continuations(self.scores, log_probs, 2 * beam)  # (B', 2K) each
+        self.attention = _append_attention(self.attention, weights)
         is_eos = token == EOS_ID
         self._finish(is_eos & (self.rank < beam) & (top_scores > float("-inf")), top_scores, from_beam, t)
         order = (is_eos.long() * 2 * beam + self.rank).argsort(dim=1)[:, :beam]  # K best that go on: (B', K)
@@ -326,12 +341,17 @@ def beam_search(
     if not 1 <= nbest <= beam:
         raise InputError("nbest", f"must be between 1 and the beam size {beam}, got {nbest}")
     memory, state = model.encode(src, src_lengths)
-    expand = torch.arange(src.size(0), device=src.device).repeat_interleave(beam)  # (B*K,)
-    memory, state = memory.reorder(expand), state.reorder(expand)
     beams = _Beams(src_lengths, max_lengths, beam, alpha, record_attention, src.size(1), nbest)
+    # The first step is the same for all K hypotheses of a sentence: run it once per sentence.
+    log_probs, state, details = model.step(beams.prev[::beam], state, memory)  # (B, V)
+    expand = torch.arange(src.size(0), device=src.device).repeat_interleave(beam)  # (B*K,)
+    memory, state, weights = memory.for_beams(beam), state.reorder(expand), _step_weights(details)
+    log_probs, weights = log_probs.index_select(0, expand), None if weights is None else weights.index_select(0, expand)
     for t in range(int(beams.limits.max())):
-        log_probs, state, details = model.step(beams.prev, state, memory)  # (B'*K, V)
-        state = state.reorder(beams.advance(log_probs, details, t))
+        if t > 0:
+            log_probs, state, details = model.step(beams.prev, state, memory)  # (B'*K, V)
+            weights = _step_weights(details)
+        state = state.reorder(beams.advance(log_probs, weights, t))
         rows, all_done = beams.drop_done()
         if all_done:
             break
