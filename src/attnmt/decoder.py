@@ -127,7 +127,7 @@ def _per_sentence(query: torch.Tensor, beams: int) -> torch.Tensor:
     """Queries (B*K, 1, H) of one step as K queries per sentence: (B, K, H)."""
     if query.size(1) != 1:
         raise ValueError(f"memory shared by beams serves one step at a time, got {query.size(1)} steps")
-    return query.reshape(query.size(0) // beams, beams * query.size(1), query.size(2))
+    return query.reshape(-1, beams, query.size(2))
 
 
 def _per_row(attention: AttentionOutput) -> AttentionOutput:
