@@ -59,6 +59,13 @@ def test_translate_keeps_line_count_order_and_empty_lines(tiny_model_dir: Path, 
     assert rows[0]["scoring"] == "general" and len(rows[0]["weights"]) == len(rows[0]["target_tokens"])
 
 
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_translate_quantize_choices(tiny_model_dir: Path, quantize: str) -> None:
+    result = attnmt("translate", "--model", str(tiny_model_dir), "--quantize", quantize, stdin="red dog\n")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1
+
+
 def test_translate_nbest(tiny_model_dir: Path) -> None:
     result = attnmt("translate", "--model", str(tiny_model_dir), "--beam", "3", "--nbest", "2", stdin="red dog\n")
     assert result.returncode == 0, result.stderr

@@ -73,5 +73,11 @@ def test_quantize_needs_the_cpu(tiny_model_dir: Path) -> None:
     if torch.cuda.is_available():
         with pytest.raises(InputError, match="quantize"):
             Translator.load(tiny_model_dir, device="cuda", quantize="int8")
-    with pytest.raises(InputError, match="must be one of int8"):
+    with pytest.raises(InputError, match="must be one of none, int8"):
         Translator.load(tiny_model_dir, quantize="int4")
+
+
+def test_none_means_full_precision(tiny_model_dir: Path) -> None:
+    full = Translator.load(tiny_model_dir, quantize="none")
+    assert full.quantization is None
+    assert any(type(m) is nn.Linear for m in full.models[0].modules())

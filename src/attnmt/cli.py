@@ -15,6 +15,8 @@ from typing import Any
 from attnmt import __version__, commands
 from attnmt.errors import AttnmtError, InputError, Interrupted
 
+QUANTIZE_HELP = "int8: decode with dynamic int8 weights (CPU); none (the default): full precision"
+
 
 def _bounded(kind: type, low: float, high: float, expected: str) -> typing.Callable[[str], typing.Any]:
     """An argparse type: a number of ``kind`` (int or float) from ``low`` to ``high``, else "expected ..."."""
@@ -97,7 +99,7 @@ def _add_translate(subparsers: Any) -> None:
     )
     translate.add_argument("--attention", metavar="FILE.jsonl", help="also write tokens and attention weights")
     translate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    translate.add_argument("--quantize", choices=["int8"], help="decode with dynamic int8 weights (CPU)")
+    translate.add_argument("--quantize", choices=["none", "int8"], help=QUANTIZE_HELP)
     translate.add_argument("--threads", type=_positive, help="CPU threads for torch")
     translate.set_defaults(handler=commands.translate)
 
@@ -124,7 +126,7 @@ def _add_evaluate(subparsers: Any) -> None:
     evaluate.add_argument("--output", help="also write the translations to this file")
     evaluate.add_argument("--plot", metavar="FILE.png|FILE.svg", help="with --by-length: plot BLEU against length")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    evaluate.add_argument("--quantize", choices=["int8"], help="decode with dynamic int8 weights (CPU)")
+    evaluate.add_argument("--quantize", choices=["none", "int8"], help=QUANTIZE_HELP)
     evaluate.add_argument("--threads", type=_positive, help="CPU threads for torch")
     evaluate.set_defaults(handler=commands.evaluate)
 
@@ -164,7 +166,7 @@ def _add_serve(subparsers: Any) -> None:
     serve.add_argument("--max-wait-ms", type=_milliseconds, default=5.0, help="wait for company (default 5 ms)")
     serve.add_argument("--queue-size", type=_positive, default=1024, help="queued sentences before 503 (default 1024)")
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    serve.add_argument("--quantize", choices=["int8"], help="decode with dynamic int8 weights (CPU)")
+    serve.add_argument("--quantize", choices=["none", "int8"], help=QUANTIZE_HELP)
     serve.add_argument("--threads", type=_positive, help="CPU threads for torch")
     serve.set_defaults(handler=commands.serve)
 

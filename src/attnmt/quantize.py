@@ -20,8 +20,8 @@ from torch import nn
 
 from attnmt.errors import InputError
 
-#: ``--quantize`` choices.
-QUANTIZATIONS = ("int8",)
+#: ``--quantize`` choices ("none": full precision, the same as not asking).
+QUANTIZATIONS = ("none", "int8")
 
 
 M = TypeVar("M", bound=nn.Module)
@@ -43,9 +43,9 @@ def quantize_int8(model: M) -> M:
 
 def check_quantization(name: str | None, device: torch.device) -> None:
     """``name`` must be a known scheme, and int8 runs on the CPU only."""
-    if name is None:
-        return
-    if name not in QUANTIZATIONS:
+    if name not in (None, *QUANTIZATIONS):
         raise InputError("quantize", f"must be one of {', '.join(QUANTIZATIONS)}, got {name!r}")
+    if name in (None, "none"):
+        return
     if device.type != "cpu":
         raise InputError("quantize", "int8 dynamic quantisation decodes on the CPU; add --device cpu")

@@ -154,11 +154,12 @@ class Translator:
         Given several directories, their models translate as an ensemble
         (``ensemble.py``): they must share the tokenizer, and the first one's
         decoding settings apply. ``quantize="int8"`` decodes with dynamic int8
-        weights on the CPU (``quantize.py``).
+        weights on the CPU (``quantize.py``); ``"none"`` or None in full precision.
         """
         directories = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(d) for d in model_dir]
         target = pick_device(device)
         check_quantization(quantize, target)
+        quantize = None if quantize == "none" else quantize
         loaded = [load_model_dir(directory, checkpoint_name) for directory in directories]
         for directory, other in zip(directories[1:], loaded[1:]):
             check_same_vocabulary(loaded[0].tokenizer, other.tokenizer, directories[0], directory)
