@@ -201,8 +201,8 @@ def _advance_over_the_whole_vocabulary(beams: _Beams, log_probs: torch.Tensor) -
 
 
 @pytest.mark.parametrize("beam,vocab", [(1, 7), (3, 5), (4, 50), (5, 5376)])
-def test_each_hypothesis_top_2k_words_give_the_step_best_candidates(beam: int, vocab: int) -> None:
-    """Scoring only each hypothesis' 2K most probable words keeps exactly the K best continuations."""
+def test_a_step_keeps_the_k_best_continuations_of_all_k_times_v(beam: int, vocab: int) -> None:
+    """One beam step keeps exactly the scores and words that ranking all K * V candidates keeps."""
     torch.manual_seed(beam)
     sentences = 6
     beams = _Beams(torch.full((sentences,), 5), torch.full((sentences,), 20), beam, 0.6, False, 5)
