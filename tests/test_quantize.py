@@ -10,7 +10,7 @@ from torch import nn
 
 from attnmt import Translator
 from attnmt.errors import InputError
-from attnmt.quantize import quantize_int8
+from attnmt.quantize import Int8RNN, RowwiseInt8Linear, quantize_int8
 from conftest import reversal_pairs, toy_model
 from test_search import _run
 
@@ -23,10 +23,56 @@ def quantized(tiny_model_dir: Path) -> Translator:
 
 
 def test_layers_become_int8(quantized: Translator) -> None:
-    kinds = {type(module).__module__ for module in quantized.models[0].modules()}
-    assert any("quantized.dynamic" in kind for kind in kinds)
-    assert not any(isinstance(m, nn.Linear) and type(m) is nn.Linear for m in quantized.models[0].modules())
+    modules = list(quantized.models[0].modules())
+    assert any(isinstance(m, RowwiseInt8Linear) for m in modules) and any(isinstance(m, Int8RNN) for m in modules)
+    assert not any(type(m) in (nn.Linear, nn.GRU, nn.LSTM) for m in modules)
     assert quantized.quantization == "int8" and quantized.parameter_count > 0
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("features", [(1, 3), (37, 70), (512, 64)])
+def test_each_row_is_quantised_alone(bias: bool, features: tuple[int, int]) -> None:
+    """A row's result is bit for bit the same whatever the other rows hold: the activation scale is the row's."""
+    torch.manual_seed(features[0])
+    linear = nn.Linear(*features, bias=bias)
+    quantized = RowwiseInt8Linear.from_float(linear)
+    rows = torch.randn(9, features[0]) * torch.logspace(-3, 3, 9).unsqueeze(1)  # magnitudes 1e-3 ... 1e3
+    rows[4] = 0.0
+    together = quantized(rows)
+    for index in range(rows.size(0)):
+        assert torch.equal(quantized(rows[index : index + 1]), together[index : index + 1])
+    assert torch.equal(quantized(rows.flip(0)), together.flip(0))
+    assert torch.equal(quantized(rows.view(3, 3, -1)), together.view(3, 3, -1))
+    exact = linear(rows).detach()
+    # int8 weights and 7-bit activations: error within a few percent of each row's scale of the output
+    bound = rows.abs().amax(1, keepdim=True) * linear.weight.abs().sum(1) * 0.03 + 1e-6
+    assert ((together - exact).abs() <= bound).all()
+    if bias:
+        assert torch.equal(together[4], linear.bias.detach())
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("steps", [1, 7])
+def test_int8_rnn_computes_torch_gates(rnn: str, layers: int, steps: int) -> None:
+    """Int8RNN follows nn.GRU / nn.LSTM's equations: same outputs to int8 rounding, same state layout.
+
+    One step (decoding) and whole sequences (the encoder) take different paths for an LSTM.
+    """
+    torch.manual_seed(layers)
+    layer = (nn.GRU if rnn == "gru" else nn.LSTM)(12, 24, num_layers=layers, batch_first=True).eval()
+    quantized = Int8RNN(layer)
+    inputs = torch.randn(5, steps, 12)
+    hidden = torch.randn(layers, 5, 24).tanh()
+    state = (hidden, torch.randn(layers, 5, 24)) if rnn == "lstm" else hidden
+    for given in (state, None):
+        exact_out, exact_state = layer(inputs, given)
+        out, final = quantized(inputs, given)
+        assert out.shape == exact_out.shape and (out - exact_out).abs().max() < 0.05
+        if rnn == "lstm":
+            assert isinstance(final, tuple) and all((a - b).abs().max() < 0.05 for a, b in zip(final, exact_state))
+        else:
+            assert isinstance(final, torch.Tensor) and (final - exact_state).abs().max() < 0.05
 
 
 def test_int8_translates_like_fp32(quantized: Translator, tiny_model_dir: Path) -> None:
@@ -52,9 +98,32 @@ def test_int8_keeps_the_search_invariants(trained_reverser: torch.nn.Module) -> 
     greedy, beam1 = _run(model, sources, beam=0), _run(model, sources, beam=1)
     assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam1]
     batched = _run(model, sources, beam=3)
-    for index in (0, 7, 19):
-        assert _run(model, [sources[index]], beam=3)[0][0].tokens == batched[index][0].tokens
+    for index in range(len(sources)):
+        alone = _run(model, [sources[index]], beam=3)[0][0]
+        assert alone.tokens == batched[index][0].tokens and alone.score == batched[index][0].score
     assert torch.allclose(batched[0][0].attention.sum(-1), torch.ones(len(batched[0][0].tokens) + 1), atol=1e-5)
+
+
+KINDS = [
+    {"rnn": "gru", "decoder": "bahdanau", "attention": "concat"},
+    {"rnn": "lstm", "attention": "general", "input_feeding": True, "bidirectional": True},
+    {"rnn": "gru", "attention": "location", "input_feeding": True, "layers": 2},
+    {"rnn": "lstm", "attention": "dot", "tie_embeddings": True, "attention_span": "local-p", "layers": 2},
+    {"rnn": "gru", "attention": "none"},
+]
+
+
+@pytest.mark.parametrize("settings", KINDS, ids=lambda s: "-".join(str(v) for v in s.values()))
+@pytest.mark.parametrize("beam", [0, 3])
+def test_int8_translates_alone_as_in_a_batch(settings: dict, beam: int) -> None:
+    """Padding and neighbours never change an int8 translation: tokens and score bit for bit."""
+    torch.manual_seed(3)
+    model = quantize_int8(toy_model(**settings).eval())
+    sources = [p[0] for p in reversal_pairs(12, 2, 9, seed=4)]
+    batched = _run(model, sources, beam=beam)
+    for index in range(len(sources)):
+        alone = _run(model, [sources[index]], beam=beam)[0][0]
+        assert alone.tokens == batched[index][0].tokens and alone.score == batched[index][0].score
 
 
 def test_every_kind_of_model_quantizes() -> None:
