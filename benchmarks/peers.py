@@ -20,7 +20,8 @@
 4. Decodes test2016 (1,000 sentences) with each, greedy and beam 5, the same
    GNMT length penalty (alpha 0.6, or ``--alpha``) and batches of 64 sentences, timing the whole
    process (start-up and model loading included), and scores detokenised output
-   with sacreBLEU. attnmt also decodes with ``--quantize int8`` (OpenNMT-py's
+   with sacreBLEU (``--attnmt-workers 1 2`` also times attnmt with two decoding
+   processes). attnmt also decodes with ``--quantize int8`` (OpenNMT-py's
    PyTorch path has no int8 for RNNs). The systems take turns, ``--repeats``
    times; each one's fastest run counts (the least disturbed on a noisy machine).
 
@@ -231,16 +232,18 @@ def decode(
     env: dict[str, str],
     int8: bool = False,
     alpha: float = 0.6,
+    workers: int = 1,
 ):
     """Translate test2016 (whole process timed) and score it."""
     import sacrebleu
     import sentencepiece
 
-    output = work / f"{system}{'.int8' if int8 else ''}.beam{beam}.out"
+    output = work / f"{system}{'.int8' if int8 else ''}{f'.w{workers}' if workers > 1 else ''}.beam{beam}.out"
     if system == "attnmt":
         command = [sys.executable, "-m", "attnmt", "translate", "--model", model, "--beam", str(beam)]
         command += ["--input", str(files["test.src.txt"]), "--output", str(output), "--batch-size", "64"]
         command += ["--length-penalty", str(alpha)] + (["--quantize", "int8"] if int8 else [])
+        command += ["--workers", str(workers)] if workers > 1 else []
     else:
         command = [str(venv / "bin" / "onmt_translate"), "-model", model, "-src", str(files["test.src"])]
         command += ["-output", str(output), "-beam_size", str(beam), "-batch_size", "64", "-batch_type", "sents"]
@@ -253,7 +256,7 @@ def decode(
     references = files["test.tgt.txt"].read_text(encoding="utf-8").splitlines()
     bleu = sacrebleu.corpus_bleu(lines, [references]).score
     return {
-        "system": system + (" int8" if int8 else ""),
+        "system": system + (" int8" if int8 else "") + (f" --workers {workers}" if workers > 1 else ""),
         "beam": beam,
         "alpha": alpha,
         "seconds": round(seconds, 2),
@@ -275,6 +278,9 @@ def main() -> None:
     )
     parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty of both systems' decoding")
     parser.add_argument("--repeats", type=int, default=2, help="decode each system this many times, keep the fastest")
+    parser.add_argument(
+        "--attnmt-workers", type=int, nargs="+", default=[1], help="attnmt translate --workers values to measure"
+    )
     args = parser.parse_args()
     cache = Path(args.cache)
     work = cache / "work"
@@ -295,36 +301,35 @@ def main() -> None:
         ours = {"train": attnmt_train_result(work / "attnmt_run", steps, args.attnmt_set, None, None)}
     else:
         ours = {"train": train_attnmt(work, args.steps, args.threads, args.attnmt_set, env)}
-    runs = [("onmt", str(onmt["train"]["model"]), False), ("attnmt", str(ours["train"]["model"]), False)]
-    runs.append(("attnmt", str(ours["train"]["model"]), True))
+    ours_model = str(ours["train"]["model"])
+    variants = [(int8, w) for int8 in (False, True) for w in args.attnmt_workers]
+    runs = [("onmt", str(onmt["train"]["model"]), False, 1)] + [("attnmt", ours_model, i, w) for i, w in variants]
     same_alpha = "decode" in onmt and onmt["decode"][1].get("alpha", 0.6) == args.alpha
     if args.skip_onmt and not args.decode_only and same_alpha:
         runs = runs[1:]
-    found: dict[tuple[str, bool, int], dict] = {}
+    found: dict[tuple[str, bool, int, int], dict] = {}
     for _ in range(args.repeats):  # alternate the systems, keep each one's fastest run
         for beam in (1, 5):
-            for system, model, int8 in runs:
-                result = decode(system, model, venv, files, work, beam, env, int8, args.alpha)
-                kept = found.get((system, int8, beam))
+            for system, model, int8, workers in runs:
+                result = decode(system, model, venv, files, work, beam, env, int8, args.alpha, workers)
+                kept = found.get((system, int8, workers, beam))
                 if kept is None or result["seconds"] < kept["seconds"]:
-                    found[(system, int8, beam)] = result
-    if ("onmt", False, 1) in found:
-        onmt["decode"] = [found[("onmt", False, 1)], found[("onmt", False, 5)]]
+                    found[(system, int8, workers, beam)] = result
+    if ("onmt", False, 1, 1) in found:
+        onmt["decode"] = [found[("onmt", False, 1, 1)], found[("onmt", False, 1, 5)]]
         saved.write_text(json.dumps(onmt))
-    ours["decode"] = [found[("attnmt", int8, b)] for int8 in (False, True) for b in (1, 5)]
+    ours["decode"] = [found[("attnmt", int8, w, b)] for int8, w in variants for b in (1, 5)]
     for result in (onmt["train"], ours["train"], *onmt["decode"], *ours["decode"]):
         print(json.dumps(result), flush=True)
 
     def over(a: dict, b: dict, key: str) -> float | None:
         return round(float(a[key]) / float(b[key]), 2) if a[key] and b[key] else None
 
-    ratio = {
-        "train_tgt_tokens_per_s": over(ours["train"], onmt["train"], "tgt_tokens_per_s"),
-        "decode_greedy_sentences_per_s": over(ours["decode"][0], onmt["decode"][0], "sentences_per_s"),
-        "decode_beam5_sentences_per_s": over(ours["decode"][1], onmt["decode"][1], "sentences_per_s"),
-        "decode_greedy_int8_sentences_per_s": over(ours["decode"][2], onmt["decode"][0], "sentences_per_s"),
-        "decode_beam5_int8_sentences_per_s": over(ours["decode"][3], onmt["decode"][1], "sentences_per_s"),
-    }
+    ratio: dict[str, float | None] = {"train_tgt_tokens_per_s": over(ours["train"], onmt["train"], "tgt_tokens_per_s")}
+    for result in ours["decode"]:
+        search_name = "greedy" if result["beam"] == 1 else f"beam{result['beam']}"
+        peer = onmt["decode"][result["beam"] > 1]
+        ratio[f"decode {search_name}, {result['system']}"] = over(result, peer, "sentences_per_s")
     print(json.dumps({"attnmt_over_onmt": ratio}), flush=True)
 
 

@@ -66,6 +66,15 @@ def test_translate_quantize_choices(tiny_model_dir: Path, quantize: str) -> None
     assert len(result.stdout.splitlines()) == 1
 
 
+def test_translate_with_two_workers_writes_the_same_lines(tiny_model_dir: Path) -> None:
+    lines = "red dog\n\nthe big cat sits on a small bird\nblue bird\na green dog jumps\n" * 3
+    options = ["translate", "--model", str(tiny_model_dir), "--beam", "2", "--batch-size", "2"]
+    one, two = attnmt(*options, stdin=lines), attnmt(*options, "--workers", "2", stdin=lines)
+    assert one.returncode == two.returncode == 0, two.stderr
+    assert two.stdout == one.stdout and len(two.stdout.split("\n")) == 16
+    assert_user_error(attnmt(*options, "--workers", "0", stdin=lines), "--workers")
+
+
 def test_translate_nbest(tiny_model_dir: Path) -> None:
     result = attnmt("translate", "--model", str(tiny_model_dir), "--beam", "3", "--nbest", "2", stdin="red dog\n")
     assert result.returncode == 0, result.stderr

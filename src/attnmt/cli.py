@@ -16,6 +16,7 @@ from attnmt import __version__, commands
 from attnmt.errors import AttnmtError, InputError, Interrupted
 
 QUANTIZE_HELP = "int8: decode with dynamic int8 weights (CPU); none (the default): full precision"
+WORKERS_HELP = "decode batches in N processes side by side, sharing the threads (CPU, Linux; default 1)"
 
 
 def _bounded(kind: type, low: float, high: float, expected: str) -> typing.Callable[[str], typing.Any]:
@@ -101,6 +102,7 @@ def _add_translate(subparsers: Any) -> None:
     translate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     translate.add_argument("--quantize", choices=["none", "int8"], help=QUANTIZE_HELP)
     translate.add_argument("--threads", type=_positive, help="CPU threads for torch")
+    translate.add_argument("--workers", type=_positive, default=1, help=WORKERS_HELP)
     translate.set_defaults(handler=commands.translate)
 
 
@@ -128,6 +130,7 @@ def _add_evaluate(subparsers: Any) -> None:
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     evaluate.add_argument("--quantize", choices=["none", "int8"], help=QUANTIZE_HELP)
     evaluate.add_argument("--threads", type=_positive, help="CPU threads for torch")
+    evaluate.add_argument("--workers", type=_positive, default=1, help=WORKERS_HELP)
     evaluate.set_defaults(handler=commands.evaluate)
 
 

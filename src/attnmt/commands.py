@@ -114,6 +114,7 @@ def translate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             attention=bool(args.attention),
             length_penalty=args.length_penalty,
+            workers=args.workers,
         )
     if args.attention:
         rows = [
@@ -152,7 +153,9 @@ def evaluate(args: argparse.Namespace) -> int:
     for group in groups:
         translator = Translator.load(group, device=args.device, quantize=args.quantize)
         beam = translator.options(beam=args.beam).beam
-        hypotheses, result = evaluate(translator, sources, references, beam, args.batch_size, args.length_penalty)
+        hypotheses, result = evaluate(
+            translator, sources, references, beam, args.batch_size, args.length_penalty, args.workers
+        )
         label = " + ".join(Path(m).name for m in group)
         result = {"model": group[0] if len(group) == 1 else group, "attention": translator.attention_name, **result}
         if args.by_length:

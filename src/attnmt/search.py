@@ -38,6 +38,7 @@ from attnmt.data import pad
 from attnmt.errors import InputError
 from attnmt.selection import best_continuations
 from attnmt.vocab import BOS_ID, EOS_ID
+from attnmt.workers import check_workers, ordered_map
 
 
 class Reorderable(Protocol):
@@ -360,32 +361,44 @@ def beam_search(
     return beams.best(nbest)
 
 
+def _search_batch(
+    model: StepModel, batch: list[list[int]], options: DecodingOptions, device: torch.device, record_attention: bool
+) -> list[list[Hypothesis]]:
+    """One batch of id sequences: greedy search for beam 1, beam search otherwise."""
+    src, lengths = pad(batch)
+    src, lengths = src.to(device), lengths.to(device)
+    limit = max_output_lengths(lengths, options.max_length_ratio, options.max_length_extra)
+    if options.beam == 1:
+        return [[h] for h in greedy_search(model, src, lengths, limit, options.length_penalty, record_attention)]
+    alpha = options.length_penalty
+    return beam_search(model, src, lengths, limit, options.beam, alpha, options.nbest, record_attention)
+
+
 def search(
     model: StepModel,
     src_ids: list[list[int]],
     options: DecodingOptions,
     device: torch.device,
     record_attention: bool = False,
+    workers: int = 1,
 ) -> list[list[Hypothesis]]:
     """Translate id sequences (each ending in </s>) batch by batch; ``options.nbest`` each, in input order.
 
     Sentences are sorted by length so that each batch holds similar lengths
-    (little padding); each result goes back to its input position.
+    (little padding); each result goes back to its input position. With
+    ``workers`` > 1 the batches are shared among forked processes (``workers.py``).
     """
     options.check()
-    results: list[list[Hypothesis]] = [[] for _ in src_ids]
+    check_workers(workers, device)
     order = sorted(range(len(src_ids)), key=lambda i: -len(src_ids[i]))
-    for start in range(0, len(order), options.batch_size):
-        chunk = order[start : start + options.batch_size]
-        src, lengths = pad([src_ids[i] for i in chunk])
-        src, lengths = src.to(device), lengths.to(device)
-        limit = max_output_lengths(lengths, options.max_length_ratio, options.max_length_extra)
-        if options.beam == 1:
-            found = [[h] for h in greedy_search(model, src, lengths, limit, options.length_penalty, record_attention)]
-        else:
-            found = beam_search(
-                model, src, lengths, limit, options.beam, options.length_penalty, options.nbest, record_attention
-            )
-        for index, hyps in zip(chunk, found):
+    chunks = [order[start : start + options.batch_size] for start in range(0, len(order), options.batch_size)]
+    found = ordered_map(
+        lambda chunk: _search_batch(model, [src_ids[i] for i in chunk], options, device, record_attention),
+        chunks,
+        workers,
+    )
+    results: list[list[Hypothesis]] = [[] for _ in src_ids]
+    for chunk, hyps_of_chunk in zip(chunks, found):
+        for index, hyps in zip(chunk, hyps_of_chunk):
             results[index] = hyps
     return results

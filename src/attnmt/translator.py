@@ -205,15 +205,17 @@ class Translator:
         batch_size: int | None = None,
         attention: bool = False,
         length_penalty: float | None = None,
+        workers: int = 1,
     ) -> list[Translation]:
         """One ``Translation`` per text, in order (see the module docstring).
 
-        ``length_penalty`` is the GNMT alpha (default ``decoding.length_penalty``).
+        ``length_penalty`` is the GNMT alpha (default ``decoding.length_penalty``);
+        ``workers`` > 1 decodes batches in that many forked processes (``workers.py``).
         """
         options = self.options(beam, nbest, batch_size, length_penalty)
         filled = [i for i, text in enumerate(check_texts(texts)) if text.strip()]
         src_ids = self.tokenizer.encode_src([texts[i].strip() for i in filled])
-        found = search(self.model, src_ids, options, self.device, record_attention=attention)
+        found = search(self.model, src_ids, options, self.device, attention, workers)
         results = [Translation(text, "", None) for text in texts]
         for index, ids, hyps in zip(filled, src_ids, found):
             results[index] = self._translation(texts[index], ids, hyps, attention)
@@ -239,9 +241,12 @@ class Translator:
         beam: int | None = None,
         batch_size: int | None = None,
         length_penalty: float | None = None,
+        workers: int = 1,
     ) -> list[str]:
         """One translation per text, in order; beam 1 is greedy search."""
-        found = self.translations(texts, beam=beam, batch_size=batch_size, length_penalty=length_penalty)
+        found = self.translations(
+            texts, beam=beam, batch_size=batch_size, length_penalty=length_penalty, workers=workers
+        )
         return [t.text for t in found]
 
     def translate_nbest(self, texts: list[str], beam: int, nbest: int) -> list[list[tuple[str, float]]]:
@@ -260,13 +265,14 @@ def evaluate(
     beam: int,
     batch_size: int | None = None,
     length_penalty: float | None = None,
+    workers: int = 1,
 ) -> tuple[list[str], dict[str, Any]]:
     """Translate ``sources`` and score them: the hypotheses and the ``attnmt evaluate`` JSON fields."""
     from attnmt.metrics import corpus_scores  # sacreBLEU loads in 0.2 s: only when scoring
 
     alpha = translator.options(beam=beam, length_penalty=length_penalty).length_penalty
     started = time.perf_counter()
-    hypotheses = translator.translate(sources, beam=beam, batch_size=batch_size, length_penalty=alpha)
+    hypotheses = translator.translate(sources, beam=beam, batch_size=batch_size, length_penalty=alpha, workers=workers)
     seconds = time.perf_counter() - started
     scores = {
         **corpus_scores(hypotheses, references),
