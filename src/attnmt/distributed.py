@@ -61,7 +61,7 @@ class World:
         """``value`` of every process, by rank."""
         return [value]
 
-    def close(self) -> None: ...
+    def close(self, finished: bool = False) -> None: ...
 
 
 class TorchWorld(World):
@@ -110,8 +110,12 @@ class TorchWorld(World):
         torch.distributed.all_gather_object(values, value)
         return values
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the group. After a normal end, first wait for every process to get here too:
+        tearing gloo down while a peer still talks to it can abort that peer."""
         if torch.distributed.is_initialized():
+            if finished:
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 

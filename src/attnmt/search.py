@@ -365,12 +365,11 @@ def _search_batch(
     model: StepModel, batch: list[list[int]], options: DecodingOptions, device: torch.device, record_attention: bool
 ) -> list[list[Hypothesis]]:
     """One batch of id sequences: greedy search for beam 1, beam search otherwise."""
-    src, lengths = pad(batch)
-    src, lengths = src.to(device), lengths.to(device)
+    src, lengths = (tensor.to(device) for tensor in pad(batch))
     limit = max_output_lengths(lengths, options.max_length_ratio, options.max_length_extra)
-    if options.beam == 1:
-        return [[h] for h in greedy_search(model, src, lengths, limit, options.length_penalty, record_attention)]
     alpha = options.length_penalty
+    if options.beam == 1:
+        return [[h] for h in greedy_search(model, src, lengths, limit, alpha, record_attention)]
     return beam_search(model, src, lengths, limit, options.beam, alpha, options.nbest, record_attention)
 
 
@@ -392,13 +391,9 @@ def search(
     check_workers(workers, device)
     order = sorted(range(len(src_ids)), key=lambda i: -len(src_ids[i]))
     chunks = [order[start : start + options.batch_size] for start in range(0, len(order), options.batch_size)]
-    found = ordered_map(
-        lambda chunk: _search_batch(model, [src_ids[i] for i in chunk], options, device, record_attention),
-        chunks,
-        workers,
-    )
-    results: list[list[Hypothesis]] = [[] for _ in src_ids]
-    for chunk, hyps_of_chunk in zip(chunks, found):
-        for index, hyps in zip(chunk, hyps_of_chunk):
-            results[index] = hyps
-    return results
+
+    def run(chunk: list[int]) -> list[list[Hypothesis]]:
+        return _search_batch(model, [src_ids[i] for i in chunk], options, device, record_attention)
+
+    found = {i: hyps for chunk, done in zip(chunks, ordered_map(run, chunks, workers)) for i, hyps in zip(chunk, done)}
+    return [found[i] for i in range(len(src_ids))]

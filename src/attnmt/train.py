@@ -227,8 +227,11 @@ class Trainer:
 def train(config: Config, out_dir: str | Path, max_minutes: float = 0.0, progress: bool = True) -> TrainResult:
     """Train (or resume training) a model in ``out_dir``; see the module docstring."""
     trainer = Trainer(config, Path(out_dir), max_minutes, progress)
+    finished = False
     try:
-        return trainer.run()
+        result = trainer.run()
+        finished = True
+        return result
     except RuntimeError as error:
         if trainer.world.size == 1:
             raise
@@ -238,4 +241,4 @@ def train(config: Config, out_dir: str | Path, max_minutes: float = 0.0, progres
         message = f"process {trainer.world.rank} lost contact with the other training processes ({first})"
         raise TrainingError(message) from None
     finally:
-        trainer.world.close()
+        trainer.world.close(finished)
