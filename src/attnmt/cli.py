@@ -15,7 +15,7 @@ from typing import Any
 from attnmt import __version__, commands
 from attnmt.errors import AttnmtError, InputError, Interrupted
 
-QUANTIZE_HELP = "int8: decode with dynamic int8 weights (CPU); none (the default): full precision"
+QUANTIZE_HELP = "int8: decode with int8 weights, activations quantised row by row (CPU); none (the default): fp32"
 WORKERS_HELP = "decode batches in N processes side by side, sharing the threads (CPU, Linux; default 1)"
 
 

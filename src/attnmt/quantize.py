@@ -205,4 +205,4 @@ def check_quantization(name: str | None, device: torch.device) -> None:
     if name in (None, "none"):
         return
     if device.type != "cpu":
-        raise InputError("quantize", "int8 dynamic quantisation decodes on the CPU; add --device cpu")
+        raise InputError("quantize", "int8 decoding runs on the CPU; add --device cpu")

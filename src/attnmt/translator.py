@@ -153,8 +153,8 @@ class Translator:
 
         Given several directories, their models translate as an ensemble
         (``ensemble.py``): they must share the tokenizer, and the first one's
-        decoding settings apply. ``quantize="int8"`` decodes with dynamic int8
-        weights on the CPU (``quantize.py``); ``"none"`` or None in full precision.
+        decoding settings apply. ``quantize="int8"`` decodes with int8 weights
+        on the CPU (``quantize.py``); ``"none"`` or None in full precision.
         """
         directories = [Path(model_dir)] if isinstance(model_dir, (str, Path)) else [Path(d) for d in model_dir]
         target = pick_device(device)
