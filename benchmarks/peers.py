@@ -20,8 +20,9 @@
 4. Decodes test2016 (1,000 sentences) with each, greedy and beam 5, the same
    GNMT length penalty (alpha 0.6, or ``--alpha``) and batches of 64 sentences, timing the whole
    process (start-up and model loading included), and scores detokenised output
-   with sacreBLEU (``--attnmt-workers 1 2`` also times attnmt with two decoding
-   processes). attnmt also decodes with ``--quantize int8`` (OpenNMT-py's
+   with sacreBLEU. attnmt runs with its default ``--workers auto`` (one
+   single-threaded decoding process per thread); ``--attnmt-workers 1 auto``
+   also times it in one process. attnmt also decodes with ``--quantize int8`` (OpenNMT-py's
    PyTorch path has no int8 for RNNs). The systems take turns, ``--repeats``
    times; each one's fastest run counts (the least disturbed on a noisy machine).
 
@@ -232,18 +233,18 @@ def decode(
     env: dict[str, str],
     int8: bool = False,
     alpha: float = 0.6,
-    workers: int = 1,
+    workers: str = "1",
 ):
     """Translate test2016 (whole process timed) and score it."""
     import sacrebleu
     import sentencepiece
 
-    output = work / f"{system}{'.int8' if int8 else ''}{f'.w{workers}' if workers > 1 else ''}.beam{beam}.out"
+    output = work / f"{system}{'.int8' if int8 else ''}{f'.w{workers}' if workers != '1' else ''}.beam{beam}.out"
     if system == "attnmt":
         command = [sys.executable, "-m", "attnmt", "translate", "--model", model, "--beam", str(beam)]
         command += ["--input", str(files["test.src.txt"]), "--output", str(output), "--batch-size", "64"]
         command += ["--length-penalty", str(alpha)] + (["--quantize", "int8"] if int8 else [])
-        command += ["--workers", str(workers)] if workers > 1 else []
+        command += ["--workers", workers]
     else:
         command = [str(venv / "bin" / "onmt_translate"), "-model", model, "-src", str(files["test.src"])]
         command += ["-output", str(output), "-beam_size", str(beam), "-batch_size", "64", "-batch_type", "sents"]
@@ -256,7 +257,7 @@ def decode(
     references = files["test.tgt.txt"].read_text(encoding="utf-8").splitlines()
     bleu = sacrebleu.corpus_bleu(lines, [references]).score
     return {
-        "system": system + (" int8" if int8 else "") + (f" --workers {workers}" if workers > 1 else ""),
+        "system": system + (" int8" if int8 else "") + (f" --workers {workers}" if system == "attnmt" else ""),
         "beam": beam,
         "alpha": alpha,
         "seconds": round(seconds, 2),
@@ -279,7 +280,10 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty of both systems' decoding")
     parser.add_argument("--repeats", type=int, default=2, help="decode each system this many times, keep the fastest")
     parser.add_argument(
-        "--attnmt-workers", type=int, nargs="+", default=[1], help="attnmt translate --workers values to measure"
+        "--attnmt-workers",
+        nargs="+",
+        default=["auto"],
+        help="attnmt translate --workers values to measure (default: auto, attnmt's default)",
     )
     args = parser.parse_args()
     cache = Path(args.cache)
@@ -303,11 +307,11 @@ def main() -> None:
         ours = {"train": train_attnmt(work, args.steps, args.threads, args.attnmt_set, env)}
     ours_model = str(ours["train"]["model"])
     variants = [(int8, w) for int8 in (False, True) for w in args.attnmt_workers]
-    runs = [("onmt", str(onmt["train"]["model"]), False, 1)] + [("attnmt", ours_model, i, w) for i, w in variants]
+    runs = [("onmt", str(onmt["train"]["model"]), False, "1")] + [("attnmt", ours_model, i, w) for i, w in variants]
     same_alpha = "decode" in onmt and onmt["decode"][1].get("alpha", 0.6) == args.alpha
     if args.skip_onmt and not args.decode_only and same_alpha:
         runs = runs[1:]
-    found: dict[tuple[str, bool, int, int], dict] = {}
+    found: dict[tuple[str, bool, str, int], dict] = {}
     for _ in range(args.repeats):  # alternate the systems, keep each one's fastest run
         for beam in (1, 5):
             for system, model, int8, workers in runs:
@@ -315,8 +319,8 @@ def main() -> None:
                 kept = found.get((system, int8, workers, beam))
                 if kept is None or result["seconds"] < kept["seconds"]:
                     found[(system, int8, workers, beam)] = result
-    if ("onmt", False, 1, 1) in found:
-        onmt["decode"] = [found[("onmt", False, 1, 1)], found[("onmt", False, 1, 5)]]
+    if ("onmt", False, "1", 1) in found:
+        onmt["decode"] = [found[("onmt", False, "1", 1)], found[("onmt", False, "1", 5)]]
         saved.write_text(json.dumps(onmt))
     ours["decode"] = [found[("attnmt", int8, w, b)] for int8, w in variants for b in (1, 5)]
     for result in (onmt["train"], ours["train"], *onmt["decode"], *ours["decode"]):

@@ -66,13 +66,19 @@ def test_translate_quantize_choices(tiny_model_dir: Path, quantize: str) -> None
     assert len(result.stdout.splitlines()) == 1
 
 
-def test_translate_with_two_workers_writes_the_same_lines(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("workers", [["--workers", "2"], ["--workers", "auto", "--threads", "2"], []])
+def test_translate_with_workers_writes_the_same_lines(tiny_model_dir: Path, workers: list[str]) -> None:
     lines = "red dog\n\nthe big cat sits on a small bird\nblue bird\na green dog jumps\n" * 3
     options = ["translate", "--model", str(tiny_model_dir), "--beam", "2", "--batch-size", "2"]
-    one, two = attnmt(*options, stdin=lines), attnmt(*options, "--workers", "2", stdin=lines)
-    assert one.returncode == two.returncode == 0, two.stderr
-    assert two.stdout == one.stdout and len(two.stdout.split("\n")) == 16
-    assert_user_error(attnmt(*options, "--workers", "0", stdin=lines), "--workers")
+    one, many = attnmt(*options, "--workers", "1", stdin=lines), attnmt(*options, *workers, stdin=lines)
+    assert one.returncode == many.returncode == 0, many.stderr
+    assert many.stdout == one.stdout and len(many.stdout.split("\n")) == 16
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "2.5"])
+def test_bad_workers_are_one_line_errors(tiny_model_dir: Path, value: str) -> None:
+    result = attnmt("translate", "--model", str(tiny_model_dir), "--workers", value, stdin="red dog\n")
+    assert_user_error(result, "--workers")
 
 
 def test_translate_nbest(tiny_model_dir: Path) -> None:
@@ -95,11 +101,16 @@ def test_evaluate_prints_the_contract_keys(tiny_model_dir: Path) -> None:
         "--beam",
         "2",
         "--by-length",
+        "--device",
+        "cpu",
+        "--threads",
+        "2",
     )
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)
     assert {"bleu", "chrf", "signature", "sentences", "seconds", "sentences_per_s", "by_length"} <= scores.keys()
     assert scores["sentences"] == 40 and scores["bleu"] > 50
+    assert scores["workers"] == (2 if sys.platform.startswith("linux") else 1)  # --workers auto: one per thread
     assert "nrefs:1" in scores["signature"]
 
 

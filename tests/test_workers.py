@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
-from attnmt.errors import InputError
+from attnmt.errors import AttnmtError, InputError
 from attnmt.search import DecodingOptions, search
-from attnmt.workers import check_workers, ordered_map
+from attnmt.workers import check_workers, ordered_map, resolve_workers
 from conftest import reversal_pairs
 
 
@@ -50,3 +55,73 @@ def test_bad_worker_counts_name_the_option() -> None:
     with pytest.raises(InputError, match="workers: .*CPU"):
         check_workers(2, torch.device("meta"))
     check_workers(1, torch.device("meta"))
+
+
+def test_auto_is_one_worker_per_thread_where_forking_works() -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert resolve_workers("auto", torch.device("cpu")) == 3
+        assert resolve_workers("auto", torch.device("meta")) == 1  # no fork off the CPU: one process
+        assert resolve_workers(2, torch.device("cpu")) == 2
+    finally:
+        torch.set_num_threads(before)
+    for wrong in ("many", "2", 2.0, True):
+        with pytest.raises(InputError, match="workers: expected a positive integer or 'auto'"):
+            resolve_workers(wrong, torch.device("cpu"))  # type: ignore[arg-type]
+
+
+def test_auto_workers_give_the_same_hypotheses(trained_reverser: torch.nn.Module) -> None:
+    sources = [p[0] for p in reversal_pairs(30, 2, 9, seed=9)]
+    options = DecodingOptions(beam=2, batch_size=4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # auto: two forked workers of one thread each
+        assert torch.get_num_threads() == 2
+        shared = search(trained_reverser, sources, options, torch.device("cpu"), workers="auto")
+    finally:
+        torch.set_num_threads(before)
+    alone = search(trained_reverser, sources, options, torch.device("cpu"))
+    assert [h[0].tokens for h in shared] == [h[0].tokens for h in alone]
+
+
+def _die_on_three(value: int) -> int:
+    if value == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    return value
+
+
+def _fail_on_three(value: int) -> int:
+    if value == 3:
+        raise ValueError("three")
+    return value
+
+
+def test_a_killed_worker_is_one_clear_error_not_a_hang() -> None:
+    with pytest.raises(AttnmtError, match="worker process ended abruptly.*--workers 1"):
+        ordered_map(_die_on_three, list(range(8)), workers=2)
+    assert multiprocessing.active_children() == []
+
+
+def test_an_error_in_a_worker_reaches_the_caller_and_stops_the_workers() -> None:
+    with pytest.raises(ValueError, match="three"):
+        ordered_map(_fail_on_three, list(range(8)), workers=2)
+    assert multiprocessing.active_children() == []
+
+
+def test_ctrl_c_stops_the_workers_at_once_without_their_tracebacks() -> None:
+    script = "import time\nfrom attnmt.workers import ordered_map\nordered_map(time.sleep, [30] * 4, workers=2)\n"
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(3)  # torch imported, workers forked and sleeping
+    started = time.monotonic()
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=20)
+    assert time.monotonic() - started < 10
+    assert process.returncode != 0 and "KeyboardInterrupt" in stderr
+    assert "Process" not in stderr  # no worker printed a traceback of its own

@@ -16,7 +16,10 @@ from attnmt import __version__, commands
 from attnmt.errors import AttnmtError, InputError, Interrupted
 
 QUANTIZE_HELP = "int8: decode with int8 weights, activations quantised row by row (CPU); none (the default): fp32"
-WORKERS_HELP = "decode batches in N processes side by side, sharing the threads (CPU, Linux; default 1)"
+WORKERS_HELP = (
+    "decode batches in N processes side by side, sharing the threads (CPU, Linux); "
+    "default auto: one single-threaded process per thread there, else 1"
+)
 
 
 def _bounded(kind: type, low: float, high: float, expected: str) -> typing.Callable[[str], typing.Any]:
@@ -38,6 +41,13 @@ _positive = _bounded(int, 1, 2**63 - 1, "a positive integer")
 _minutes = _bounded(float, 1e-6, 1e7, "a positive number of minutes")
 _seed = _bounded(int, 0, 2**32 - 1, f"an integer from 0 to {2**32 - 1}")
 _port = _bounded(int, 1, 65535, "a port from 1 to 65535")
+
+
+def _workers(text: str) -> int | str:
+    """An argparse type: ``auto`` or a positive integer."""
+    return text if text == "auto" else _bounded(int, 1, 2**63 - 1, "a positive integer or 'auto'")(text)
+
+
 _milliseconds = _bounded(float, 0, 10_000, "0 to 10000 milliseconds")
 _alpha = _bounded(float, 0.0, 10.0, "a length penalty from 0 to 10")
 
@@ -102,7 +112,7 @@ def _add_translate(subparsers: Any) -> None:
     translate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     translate.add_argument("--quantize", choices=["none", "int8"], help=QUANTIZE_HELP)
     translate.add_argument("--threads", type=_positive, help="CPU threads for torch")
-    translate.add_argument("--workers", type=_positive, default=1, help=WORKERS_HELP)
+    translate.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
     translate.set_defaults(handler=commands.translate)
 
 
@@ -130,7 +140,7 @@ def _add_evaluate(subparsers: Any) -> None:
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     evaluate.add_argument("--quantize", choices=["none", "int8"], help=QUANTIZE_HELP)
     evaluate.add_argument("--threads", type=_positive, help="CPU threads for torch")
-    evaluate.add_argument("--workers", type=_positive, default=1, help=WORKERS_HELP)
+    evaluate.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
     evaluate.set_defaults(handler=commands.evaluate)
 
 

@@ -62,7 +62,8 @@ def quickstart(out: Path, minutes: float, pair: str = "en-de") -> dict[str, obje
     result = train(config, out, max_minutes=minutes)
     translator = Translator.load(out)
     pairs = read_parallel(config.data.test_src, config.data.test_tgt)
-    hypotheses, scores = evaluate(translator, [p[0] for p in pairs], [p[1] for p in pairs], config.decoding.beam)
+    sources, references = [p[0] for p in pairs], [p[1] for p in pairs]
+    hypotheses, scores = evaluate(translator, sources, references, config.decoding.beam, workers="auto")
     evaluation = {
         "test_set": f"multi30k test_2016_flickr {pair}",
         **scores,

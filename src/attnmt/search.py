@@ -38,7 +38,7 @@ from attnmt.data import pad
 from attnmt.errors import InputError
 from attnmt.selection import best_continuations
 from attnmt.vocab import BOS_ID, EOS_ID
-from attnmt.workers import check_workers, ordered_map
+from attnmt.workers import ordered_map, resolve_workers
 
 
 class Reorderable(Protocol):
@@ -379,16 +379,16 @@ def search(
     options: DecodingOptions,
     device: torch.device,
     record_attention: bool = False,
-    workers: int = 1,
+    workers: int | str = 1,
 ) -> list[list[Hypothesis]]:
     """Translate id sequences (each ending in </s>) batch by batch; ``options.nbest`` each, in input order.
 
     Sentences are sorted by length so that each batch holds similar lengths
     (little padding); each result goes back to its input position. With
-    ``workers`` > 1 the batches are shared among forked processes (``workers.py``).
+    ``workers`` > 1 (or "auto") the batches are shared among forked processes (``workers.py``).
     """
     options.check()
-    check_workers(workers, device)
+    workers = resolve_workers(workers, device)
     order = sorted(range(len(src_ids)), key=lambda i: -len(src_ids[i]))
     chunks = [order[start : start + options.batch_size] for start in range(0, len(order), options.batch_size)]
 

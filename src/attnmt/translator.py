@@ -34,6 +34,7 @@ from attnmt.quantize import check_quantization, quantize_int8
 from attnmt.reporting import best_bleu_from_log
 from attnmt.search import DecodingOptions, Hypothesis, search
 from attnmt.tokenizer import Tokenizer
+from attnmt.workers import resolve_workers
 
 
 @dataclass
@@ -205,12 +206,13 @@ class Translator:
         batch_size: int | None = None,
         attention: bool = False,
         length_penalty: float | None = None,
-        workers: int = 1,
+        workers: int | str = 1,
     ) -> list[Translation]:
         """One ``Translation`` per text, in order (see the module docstring).
 
         ``length_penalty`` is the GNMT alpha (default ``decoding.length_penalty``);
-        ``workers`` > 1 decodes batches in that many forked processes (``workers.py``).
+        ``workers`` > 1 decodes batches in that many forked processes, ``"auto"`` in one
+        per torch thread where that works (``workers.py``).
         """
         options = self.options(beam, nbest, batch_size, length_penalty)
         filled = [i for i, text in enumerate(check_texts(texts)) if text.strip()]
@@ -241,7 +243,7 @@ class Translator:
         beam: int | None = None,
         batch_size: int | None = None,
         length_penalty: float | None = None,
-        workers: int = 1,
+        workers: int | str = 1,
     ) -> list[str]:
         """One translation per text, in order; beam 1 is greedy search."""
         found = self.translations(
@@ -265,12 +267,13 @@ def evaluate(
     beam: int,
     batch_size: int | None = None,
     length_penalty: float | None = None,
-    workers: int = 1,
+    workers: int | str = 1,
 ) -> tuple[list[str], dict[str, Any]]:
     """Translate ``sources`` and score them: the hypotheses and the ``attnmt evaluate`` JSON fields."""
     from attnmt.metrics import corpus_scores  # sacreBLEU loads in 0.2 s: only when scoring
 
     alpha = translator.options(beam=beam, length_penalty=length_penalty).length_penalty
+    workers = resolve_workers(workers, translator.device)
     started = time.perf_counter()
     hypotheses = translator.translate(sources, beam=beam, batch_size=batch_size, length_penalty=alpha, workers=workers)
     seconds = time.perf_counter() - started
@@ -279,6 +282,7 @@ def evaluate(
         "beam": beam,
         "length_penalty": alpha,
         "sentences": len(sources),
+        "workers": workers,
         "seconds": round(seconds, 2),
         "sentences_per_s": round(len(sources) / seconds, 1),
     }

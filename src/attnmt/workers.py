@@ -13,23 +13,50 @@ which are put back in input order. Since a sentence translates the same in
 any batch (``search.py``), the output is the same with any number of workers.
 Forking is for the CPU on Linux: a CUDA context does not survive a fork, and
 macOS forks unsafely, so there ``workers`` must stay 1.
+
+``workers="auto"`` (the default of ``attnmt translate`` and ``evaluate``) asks
+for one single-threaded worker per torch thread where forking works, and 1
+elsewhere, as Marian's ``--cpu-threads`` runs one single-threaded worker per
+thread.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 import torch
 
-from attnmt.errors import InputError
+from attnmt.errors import AttnmtError, InputError
 
 T = TypeVar("T")
 
+#: ``workers`` value for one single-threaded worker per torch thread where forking works (else 1).
+AUTO = "auto"
+
 #: What the forked workers run: set just before the fork, read in the children.
 _work: tuple[Callable[[Any], Any], Sequence[Any]] | None = None
+
+
+def _can_fork(device: torch.device) -> bool:
+    """Forked workers need the CPU (a CUDA context does not survive a fork) and Linux's fork."""
+    linux_fork = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+    return device.type == "cpu" and linux_fork
+
+
+def resolve_workers(workers: int | str, device: torch.device) -> int:
+    """The number of workers to run: ``"auto"`` is one per torch thread where forking works, else 1."""
+    if workers == AUTO:
+        return torch.get_num_threads() if _can_fork(device) else 1
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise InputError("workers", f"expected a positive integer or {AUTO!r}, got {workers!r}")
+    check_workers(workers, device)
+    return workers
 
 
 def check_workers(workers: int, device: torch.device) -> None:
@@ -40,11 +67,13 @@ def check_workers(workers: int, device: torch.device) -> None:
         return
     if device.type != "cpu":
         raise InputError("workers", f"parallel decoding processes run on the CPU; on {device.type} use 1")
-    if not sys.platform.startswith("linux") or "fork" not in multiprocessing.get_all_start_methods():
+    if not _can_fork(device):
         raise InputError("workers", f"parallel decoding processes need fork on Linux; on {sys.platform} use 1")
 
 
 def _start_worker(threads: int) -> None:
+    """In each worker: its share of the threads. Ctrl-C is the parent's to handle: it stops the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
 
 
@@ -57,7 +86,10 @@ def _run(index: int) -> Any:
 def ordered_map(function: Callable[[Any], T], items: Sequence[Any], workers: int = 1) -> list[T]:
     """[function(item) for item in items], in ``workers`` forked processes when there is work for them.
 
-    The threads torch has now are shared out among the workers (at least one each).
+    The threads torch has now are shared out among the workers (at least one
+    each). If a worker dies (killed, or out of memory) this raises a one-line
+    ``AttnmtError`` instead of waiting forever; on an exception or Ctrl-C in
+    the parent the workers are stopped at once.
     """
     global _work
     workers = min(workers, len(items))
@@ -65,8 +97,21 @@ def ordered_map(function: Callable[[Any], T], items: Sequence[Any], workers: int
         return [function(item) for item in items]
     threads = max(1, torch.get_num_threads() // workers)
     _work = (function, items)
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), _start_worker, (threads,))
+    finished = broken = False
     try:
-        with multiprocessing.get_context("fork").Pool(workers, _start_worker, (threads,)) as pool:
-            return list(pool.imap(_run, range(len(items)), chunksize=1))
+        results = list(pool.map(_run, range(len(items))))
+        finished = True
+        return results
+    except BrokenProcessPool as error:
+        broken = True  # the pool has stopped its other workers itself
+        raise AttnmtError(
+            "a decoding worker process ended abruptly (killed, or out of memory?); --workers 1 decodes in one process"
+        ) from error
     finally:
         _work = None
+        if not finished and not broken:  # an error or Ctrl-C here: stop the workers' batches now
+            for process in set(multiprocessing.active_children()) - before:
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
