@@ -30,10 +30,22 @@ def test_ordered_map_keeps_the_order_and_uses_other_processes() -> None:
     assert ordered_map(_square_and_pid, [], workers=2) == []
 
 
-def test_threads_are_shared_out_and_restored() -> None:
+def _threads(_: object) -> int:
+    return torch.get_num_threads()
+
+
+def test_each_worker_runs_one_thread_even_after_a_team_of_threads() -> None:
     before = torch.get_num_threads()
-    threads = ordered_map(lambda _: torch.get_num_threads(), [0, 1, 2, 3], workers=2)
-    assert threads == [max(1, before // 2)] * 4
+    try:
+        torch.set_num_threads(4)
+        torch.randn(512, 512) @ torch.randn(512, 512)  # the parent's OpenMP team has run
+        a, b = torch.randn(64, 256), torch.randn(256, 1000)
+        # a worker of several threads would hang here (GNU OpenMP after fork); one thread each must not
+        products = ordered_map(lambda _: (torch.get_num_threads(), float((a @ b).sum())), list(range(6)), workers=2)
+        assert [p[0] for p in products] == [1] * 6
+        assert products[0][1] == pytest.approx(float((a @ b).sum()), rel=1e-5)
+    finally:
+        torch.set_num_threads(before)
     assert torch.get_num_threads() == before
 
 

@@ -17,8 +17,8 @@ from attnmt.errors import AttnmtError, InputError, Interrupted
 
 QUANTIZE_HELP = "int8: decode with int8 weights, activations quantised row by row (CPU); none (the default): fp32"
 WORKERS_HELP = (
-    "decode batches in N processes side by side, sharing the threads (CPU, Linux); "
-    "default auto: one single-threaded process per thread there, else 1"
+    "decode batches in N single-threaded processes side by side (CPU, Linux); "
+    "default auto: one per --threads there, else 1"
 )
 
 

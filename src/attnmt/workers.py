@@ -12,7 +12,11 @@ The workers are forked after the model is loaded, so they share its weights
 which are put back in input order. Since a sentence translates the same in
 any batch (``search.py``), the output is the same with any number of workers.
 Forking is for the CPU on Linux: a CUDA context does not survive a fork, and
-macOS forks unsafely, so there ``workers`` must stay 1.
+macOS forks unsafely, so there ``workers`` must stay 1. **Each worker runs one
+thread**: torch's CPU threads are an OpenMP team (GNU libgomp), and a forked
+child that starts a team of two or more threads after its parent used one
+waits forever at the team's barrier (measured: ``--threads 4 --workers 2``
+hung). One thread per worker never starts a team.
 
 ``workers="auto"`` (the default of ``attnmt translate`` and ``evaluate``) asks
 for one single-threaded worker per torch thread where forking works, and 1
@@ -71,10 +75,10 @@ def check_workers(workers: int, device: torch.device) -> None:
         raise InputError("workers", f"parallel decoding processes need fork on Linux; on {sys.platform} use 1")
 
 
-def _start_worker(threads: int) -> None:
-    """In each worker: its share of the threads. Ctrl-C is the parent's to handle: it stops the workers."""
+def _start_worker() -> None:
+    """In each worker: one thread (see the module docstring). Ctrl-C is the parent's: it stops the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
 
 
 def _run(index: int) -> Any:
@@ -86,8 +90,7 @@ def _run(index: int) -> Any:
 def ordered_map(function: Callable[[Any], T], items: Sequence[Any], workers: int = 1) -> list[T]:
     """[function(item) for item in items], in ``workers`` forked processes when there is work for them.
 
-    The threads torch has now are shared out among the workers (at least one
-    each). If a worker dies (killed, or out of memory) this raises a one-line
+    Each worker runs one thread. If a worker dies (killed, or out of memory) this raises a one-line
     ``AttnmtError`` instead of waiting forever; on an exception or Ctrl-C in
     the parent the workers are stopped at once.
     """
@@ -95,10 +98,9 @@ def ordered_map(function: Callable[[Any], T], items: Sequence[Any], workers: int
     workers = min(workers, len(items))
     if workers <= 1:
         return [function(item) for item in items]
-    threads = max(1, torch.get_num_threads() // workers)
     _work = (function, items)
     before = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), _start_worker, (threads,))
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), _start_worker)
     finished = broken = False
     try:
         results = list(pool.map(_run, range(len(items))))
