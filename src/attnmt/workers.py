@@ -78,6 +78,7 @@ def check_workers(workers: int, device: torch.device) -> None:
 def _start_worker() -> None:
     """In each worker: one thread (see the module docstring). Ctrl-C is the parent's: it stops the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # how the parent stops a worker, whatever handler it inherited
     torch.set_num_threads(1)
 
 
