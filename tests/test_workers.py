@@ -122,15 +122,19 @@ def test_an_error_in_a_worker_reaches_the_caller_and_stops_the_workers() -> None
 
 
 def test_ctrl_c_stops_the_workers_at_once_without_their_tracebacks() -> None:
-    script = "import time\nfrom attnmt.workers import ordered_map\nordered_map(time.sleep, [30] * 4, workers=2)\n"
+    script = (
+        "import time\nfrom attnmt.workers import ordered_map\n"
+        "ordered_map(lambda s: (print('working', flush=True), time.sleep(s)), [30] * 4, workers=2)\n"
+    )
     process = subprocess.Popen(
         [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    time.sleep(3)  # torch imported, workers forked and sleeping
+    assert process.stdout is not None and process.stdout.readline() == "working\n"  # a worker is busy
     started = time.monotonic()
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=20)
