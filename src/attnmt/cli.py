@@ -41,15 +41,14 @@ _positive = _bounded(int, 1, 2**63 - 1, "a positive integer")
 _minutes = _bounded(float, 1e-6, 1e7, "a positive number of minutes")
 _seed = _bounded(int, 0, 2**32 - 1, f"an integer from 0 to {2**32 - 1}")
 _port = _bounded(int, 1, 65535, "a port from 1 to 65535")
+_milliseconds = _bounded(float, 0, 10_000, "0 to 10000 milliseconds")
+_alpha = _bounded(float, 0.0, 10.0, "a length penalty from 0 to 10")
+_worker_count = _bounded(int, 1, 2**63 - 1, "a positive integer or 'auto'")
 
 
 def _workers(text: str) -> int | str:
     """An argparse type: ``auto`` or a positive integer."""
-    return text if text == "auto" else _bounded(int, 1, 2**63 - 1, "a positive integer or 'auto'")(text)
-
-
-_milliseconds = _bounded(float, 0, 10_000, "0 to 10000 milliseconds")
-_alpha = _bounded(float, 0.0, 10.0, "a length penalty from 0 to 10")
+    return text if text == "auto" else _worker_count(text)
 
 
 class _Parser(argparse.ArgumentParser):
