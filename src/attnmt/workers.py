@@ -47,16 +47,15 @@ AUTO = "auto"
 _work: tuple[Callable[[Any], Any], Sequence[Any]] | None = None
 
 
-def _can_fork(device: torch.device) -> bool:
-    """Forked workers need the CPU (a CUDA context does not survive a fork) and Linux's fork."""
-    linux_fork = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
-    return device.type == "cpu" and linux_fork
+def _linux_fork() -> bool:
+    """Whether this platform forks safely (Linux); the CPU check is the caller's."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 def resolve_workers(workers: int | str, device: torch.device) -> int:
     """The number of workers to run: ``"auto"`` is one per torch thread where forking works, else 1."""
     if workers == AUTO:
-        return torch.get_num_threads() if _can_fork(device) else 1
+        return torch.get_num_threads() if device.type == "cpu" and _linux_fork() else 1
     if isinstance(workers, bool) or not isinstance(workers, int):
         raise InputError("workers", f"expected a positive integer or {AUTO!r}, got {workers!r}")
     check_workers(workers, device)
@@ -71,7 +70,7 @@ def check_workers(workers: int, device: torch.device) -> None:
         return
     if device.type != "cpu":
         raise InputError("workers", f"parallel decoding processes run on the CPU; on {device.type} use 1")
-    if not _can_fork(device):
+    if not _linux_fork():
         raise InputError("workers", f"parallel decoding processes need fork on Linux; on {sys.platform} use 1")
 
 
@@ -91,9 +90,9 @@ def _run(index: int) -> Any:
 def ordered_map(function: Callable[[Any], T], items: Sequence[Any], workers: int = 1) -> list[T]:
     """[function(item) for item in items], in ``workers`` forked processes when there is work for them.
 
-    Each worker runs one thread. If a worker dies (killed, or out of memory) this raises a one-line
-    ``AttnmtError`` instead of waiting forever; on an exception or Ctrl-C in
-    the parent the workers are stopped at once.
+    Each worker runs one thread. If a worker dies (killed, or out of memory)
+    this raises a one-line ``AttnmtError`` instead of waiting forever; on an
+    exception or Ctrl-C in the parent the workers are stopped at once.
     """
     global _work
     workers = min(workers, len(items))
