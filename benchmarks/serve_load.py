@@ -1,11 +1,14 @@
 """Load on ``attnmt serve`` over loopback: N concurrent clients for a fixed time, micro-batching on and off.
 
     python benchmarks/serve_load.py --model runs/quickstart [--clients 32] [--seconds 60] [--max-batch 32]
+        [--workers 1 auto] [--texts-per-request 1]
 
-Starts the server twice (``--max-batch 1``: every request decoded alone; then
-``--max-batch N``), each time lets ``--clients`` clients send requests of one
-sentence back to back for ``--seconds`` (a mix of short and long sentences from
-test2016), and reports requests/s, sentences/s, p50/p99 latency and errors. The
+Starts the server with ``--max-batch 1`` (every request decoded alone, in the
+server process), then with ``--max-batch N`` once for each ``--workers`` value
+(1: decoding in the server process; auto: one decoding process per thread).
+Each time ``--clients`` clients send requests of ``--texts-per-request``
+sentences back to back for ``--seconds`` (a mix of short and long sentences
+from test2016), and it reports requests/s, sentences/s, p50/p99 latency and errors. The
 ceiling is translating the same sentences with the Python API in batches, in this
 process, after loading. Prints one JSON line per measurement; run it on an idle
 machine (it is not a CI test).
@@ -49,27 +52,30 @@ def free_port() -> int:
 
 
 async def client(
-    url: str, texts: list[str], offset: int, stop_at: float, latencies: list[float], errors: list[str]
+    url: str, texts: list[str], offset: int, stop_at: float, latencies: list[float], errors: list[str], per: int
 ) -> None:
     async with httpx.AsyncClient(timeout=120) as session:
         index = offset
         while time.monotonic() < stop_at:
             started = time.monotonic()
+            batch = [texts[(index + k) % len(texts)] for k in range(per)]
             try:
-                answer = await session.post(url, json={"text": texts[index % len(texts)], "beam": 5})
+                answer = await session.post(url, json={"texts": batch, "beam": 5})
                 if answer.status_code != 200:
                     errors.append(str(answer.status_code))
                 else:
                     latencies.append(time.monotonic() - started)
             except httpx.HTTPError as error:
                 errors.append(type(error).__name__)
-            index += 1
+            index += per
 
 
-def measure(model: str, max_batch: int, clients: int, seconds: float, threads: int) -> dict[str, object]:
+def measure(
+    model: str, max_batch: int, clients: int, seconds: float, threads: int, workers: str, per: int
+) -> dict[str, object]:
     port = free_port()
     command = [sys.executable, "-m", "attnmt", "serve", "--model", model, "--port", str(port)]
-    command += ["--max-batch", str(max_batch), "--threads", str(threads)]
+    command += ["--max-batch", str(max_batch), "--threads", str(threads), "--workers", workers]
     server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -86,9 +92,8 @@ def measure(model: str, max_batch: int, clients: int, seconds: float, threads: i
         started = time.monotonic()
 
         async def run_all() -> None:
-            await asyncio.gather(
-                *(client(f"{base}/v1/translate", texts, i * 31, stop_at, latencies, errors) for i in range(clients))
-            )
+            url = f"{base}/v1/translate"
+            await asyncio.gather(*(client(url, texts, i * 31, stop_at, latencies, errors, per) for i in range(clients)))
 
         asyncio.run(run_all())
         elapsed = time.monotonic() - started
@@ -98,10 +103,12 @@ def measure(model: str, max_batch: int, clients: int, seconds: float, threads: i
     ordered = sorted(latencies)
     return {
         "mode": f"micro-batching max_batch={max_batch}" if max_batch > 1 else "no batching (max_batch=1)",
+        "workers": workers,
         "clients": clients,
         "seconds": round(elapsed, 1),
+        "texts_per_request": per,
         "requests_per_s": round(len(latencies) / elapsed, 1),
-        "sentences_per_s": round(len(latencies) / elapsed, 1),
+        "sentences_per_s": round(per * len(latencies) / elapsed, 1),
         "p50_ms": round(1000 * statistics.median(ordered), 1) if ordered else None,
         "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 1) if ordered else None,
         "errors": len(errors),
@@ -132,10 +139,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", nargs="+", default=["1", "auto"], help="--workers of the batching servers")
+    parser.add_argument("--texts-per-request", type=int, default=1)
     args = parser.parse_args()
     print(json.dumps({"cpu_flags": cpu_flags(), "threads": args.threads}))
-    for max_batch in (1, args.max_batch):
-        print(json.dumps(measure(args.model, max_batch, args.clients, args.seconds, args.threads)), flush=True)
+    runs = [(1, "1")] + [(args.max_batch, workers) for workers in args.workers]
+    for max_batch, workers in runs:
+        per = args.texts_per_request
+        result = measure(args.model, max_batch, args.clients, args.seconds, args.threads, workers, per)
+        print(json.dumps(result), flush=True)
     print(json.dumps(ceiling(args.model, args.threads, args.max_batch)), flush=True)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -186,17 +189,37 @@ def test_a_full_queue_answers_503_with_retry_after(translator: Translator) -> No
             assert all(f.result(timeout=60).status_code == 200 for f in waiting)
 
 
+def test_a_lost_decoding_worker_is_a_503_and_the_server_goes_on(translator: Translator) -> None:
+    served = ServedModel(translator, workers=2)
+    with TestClient(create_app(served)) as server:
+        assert server.get("/v1/model").json()["workers"] == 2
+        expected = translator.translate(SENTENCES)
+        assert server.post("/v1/translate", json={"texts": SENTENCES}).json()["translations"] == expected
+        assert served.processes is not None
+        os.kill(next(iter(served.processes.processes)).pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while (answer := server.post("/v1/translate", json={"texts": SENTENCES})).status_code == 200:
+            assert time.monotonic() < deadline and answer.json()["translations"] == expected
+            time.sleep(0.05)
+        assert _refused(answer, 503, "workers") and answer.headers["Retry-After"] == "1"
+        assert "retry" in answer.json()["error"]["message"]
+        assert served.processes is None and multiprocessing.active_children() == []
+        again = server.post("/v1/translate", json={"texts": SENTENCES})  # decoded in the server process now
+        assert again.status_code == 200 and again.json()["translations"] == expected
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def test_concurrent_requests_share_batches_and_get_their_own_answers(translator: Translator) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_requests_share_batches_and_get_their_own_answers(translator: Translator, workers: int) -> None:
     """Many clients at once on the real server stack: each answer equals translating that text alone."""
     import uvicorn
 
-    app = create_app(ServedModel(translator), max_batch=16, max_wait_ms=20)
+    app = create_app(ServedModel(translator, workers), max_batch=16, max_wait_ms=20)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -220,6 +243,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_answers(translator:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+    assert multiprocessing.active_children() == []  # the lifespan's end stopped the decoding processes
 
 
 def test_serve_command_warns_and_refuses_a_busy_port(tiny_model_dir: Path) -> None:

@@ -12,9 +12,9 @@ import time
 import pytest
 import torch
 
-from attnmt.errors import AttnmtError, InputError
+from attnmt.errors import AttnmtError, InputError, WorkerLost
 from attnmt.search import DecodingOptions, search
-from attnmt.workers import check_workers, ordered_map, resolve_workers
+from attnmt.workers import ForkedWorkers, check_workers, ordered_map, resolve_workers
 from conftest import reversal_pairs
 
 
@@ -141,3 +141,58 @@ def test_ctrl_c_stops_the_workers_at_once_without_their_tracebacks() -> None:
     assert time.monotonic() - started < 10
     assert process.returncode != 0 and "KeyboardInterrupt" in stderr
     assert "Process" not in stderr  # no worker printed a traceback of its own
+
+
+class _Target:
+    """What the forked workers call: state set up before the fork is there in the children."""
+
+    def __init__(self) -> None:
+        self.loaded = "weights"
+
+    def describe(self, value: int) -> tuple[str, int, int, int]:
+        return self.loaded, value * value, os.getpid(), torch.get_num_threads()
+
+
+def test_forked_workers_call_the_target_in_other_processes_of_one_thread() -> None:
+    workers = ForkedWorkers(_Target(), 2)
+    try:
+        assert len(workers.processes) == 2  # all forked at once, before any thread of the caller starts
+        answers = [workers.call("describe", value) for value in range(6)]
+        assert [a[:2] for a in answers] == [("weights", v * v) for v in range(6)]
+        assert {a[2] for a in answers} <= {p.pid for p in workers.processes} and {a[3] for a in answers} == {1}
+        os.kill(next(iter(workers.processes)).pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        with pytest.raises(WorkerLost, match="ended abruptly"):
+            while time.monotonic() < deadline:  # the pool's manager thread notices the death within moments
+                workers.call("describe", 1)
+                time.sleep(0.05)
+    finally:
+        workers.close()
+    assert multiprocessing.active_children() == []
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (Z: a zombie), or "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def test_workers_end_when_their_parent_is_killed_outright() -> None:
+    script = (
+        "import os, sys, time\nfrom attnmt.workers import ForkedWorkers\n"
+        "workers = ForkedWorkers(object(), 2)\n"
+        "print(*[p.pid for p in workers.processes], flush=True)\ntime.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    children = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(children) == 2 and all(_state(pid) not in ("", "Z") for pid in children)
+    parent.kill()  # SIGKILL: no handler of the parent runs
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while any(_state(pid) not in ("", "Z") for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_state(pid) in ("", "Z") for pid in children)

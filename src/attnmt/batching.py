@@ -12,7 +12,11 @@ Fairness: sentences are taken round-robin across the waiting requests that share
 decoding options, so a request of 64 long sentences cannot hold back a request
 of one short one for more than a batch. The queue is bounded (``max_pending``
 sentences): past it ``submit`` raises ``QueueFull`` at once instead of letting
-work pile up. Explanations run on the same worker, one at a time.
+work pile up. Explanations run on the same workers, one per call.
+
+``parallel`` threads take batches at once, for a translate function that hands
+each batch to one of as many decoding processes (``serving.py``): while one
+batch decodes, the next is gathered and sent to another process.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     """One request: its sentences (or one explanation), how far it got, and the future its caller awaits."""
 
@@ -59,6 +63,7 @@ class MicroBatcher:
         max_batch: int = 32,
         max_wait_ms: float = 5.0,
         max_pending: int = 1024,
+        parallel: int = 1,
     ) -> None:
         self.translate, self.explain = translate, explain
         self.max_batch, self.max_wait, self.max_pending = max_batch, max_wait_ms / 1000, max_pending
@@ -67,21 +72,25 @@ class MicroBatcher:
         self.condition = threading.Condition()
         self.stopping = False
         self.batches = 0
-        self.worker = threading.Thread(target=self._work, name="attnmt-decoder", daemon=True)
+        self.threads = [
+            threading.Thread(target=self._work, name=f"attnmt-decoder-{i}", daemon=True) for i in range(parallel)
+        ]
 
     def start(self) -> MicroBatcher:
-        """Start the worker (``submit`` does it on first use)."""
+        """Start the worker threads (``submit`` does it on first use)."""
         with self.condition:
-            if not self.worker.is_alive() and not self.stopping:
-                self.worker.start()
+            for thread in self.threads:
+                if not thread.is_alive() and not self.stopping:
+                    thread.start()
         return self
 
     def stop(self) -> None:
         with self.condition:
             self.stopping = True
             self.condition.notify_all()
-        if self.worker.is_alive():
-            self.worker.join(timeout=30)
+        for thread in self.threads:
+            if thread.is_alive():
+                thread.join(timeout=30)
 
     def submit(self, texts: list[str], options: Options) -> Future[Any]:
         """Queue a request's sentences; the future resolves to one result per text, in order."""
@@ -111,15 +120,23 @@ class MicroBatcher:
     def _work(self) -> None:
         while True:
             with self.condition:
-                while not self.jobs and not self.stopping:
-                    self.condition.wait()
-                if self.stopping:
-                    return
-                first = self.jobs[0]
-                if first.options is not None:
-                    self._wait_for_company(first)
-                batch = self._take(first)
+                batch = self._next_batch()
+            if batch is None:
+                return
             self._run(batch)
+
+    def _next_batch(self) -> list[tuple[_Job, int]] | None:
+        """The next batch once it is due (None when stopping); another thread may take the first job meanwhile."""
+        while True:
+            while not self.jobs and not self.stopping:
+                self.condition.wait()
+            if self.stopping:
+                return None
+            first = self.jobs[0]
+            if first.options is not None:
+                self._wait_for_company(first)
+            if first in self.jobs and not self.stopping:
+                return self._take(first)
 
     def _wait_for_company(self, first: _Job) -> None:
         """Hold the batch open until it is full or ``max_wait`` after the oldest request arrived."""
@@ -162,9 +179,11 @@ class MicroBatcher:
                     job.future.set_exception(error)
             return
         finally:
-            self.batches += 1
-        for (job, index), result in zip(batch, results):
-            job.results[index] = result
-            job.done += 1
-            if job.done == len(job.texts) and not job.future.done():
-                job.future.set_result(job.results)
+            with self.condition:
+                self.batches += 1
+        with self.condition:  # another thread may deliver other sentences of the same request
+            for (job, index), result in zip(batch, results):
+                job.results[index] = result
+                job.done += 1
+                if job.done == len(job.texts) and not job.future.done():
+                    job.future.set_result(job.results)

@@ -180,6 +180,7 @@ def _add_serve(subparsers: Any) -> None:
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--quantize", choices=["none", "int8"], help=QUANTIZE_HELP)
     serve.add_argument("--threads", type=_positive, help="CPU threads for torch")
+    serve.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
     serve.set_defaults(handler=commands.serve)
 
 

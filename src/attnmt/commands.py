@@ -238,20 +238,27 @@ def serve(args: argparse.Namespace) -> int:
     from attnmt.server import create_app
     from attnmt.serving import ServedModel
     from attnmt.translator import Translator
+    from attnmt.workers import resolve_workers
 
     _set_threads(args.threads)
     api_key = args.api_key or os.environ.get("ATTNMT_API_KEY") or None
     _check_port_free(args.host, args.port)
     translator = Translator.load(args.model, device=args.device, quantize=args.quantize)
+    workers = resolve_workers(args.workers, translator.device)
     name = translator.name
     if not api_key and not _is_loopback(args.host):
         print(
             f"attnmt: warning: serving on {args.host} without --api-key: anyone who can reach this port can use it",
             file=sys.stderr,
         )
-    app = create_app(ServedModel(translator), api_key, args.max_batch, args.max_wait_ms, args.queue_size)
-    print(f"attnmt: serving {name} on http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    served = ServedModel(translator, workers)  # forks the decoding workers before the server starts threads
+    app = create_app(served, api_key, args.max_batch, args.max_wait_ms, args.queue_size)
+    processes = f", {workers} decoding processes" if workers > 1 else ""
+    print(f"attnmt: serving {name} on http://{args.host}:{args.port}/ (API docs at /docs){processes}", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        served.close()
     return 0
 
 

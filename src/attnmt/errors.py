@@ -31,6 +31,10 @@ class TrainingError(AttnmtError):
     """Training cannot go on (the loss became NaN, a checkpoint cannot be written); the message says what is kept."""
 
 
+class WorkerLost(AttnmtError):
+    """A decoding worker process ended abruptly (killed from outside, or out of memory)."""
+
+
 class Interrupted(Exception):
     """Training stopped on a signal (SIGINT, SIGTERM) after saving ``last.pt``; the exit status is 128 + signum."""
 

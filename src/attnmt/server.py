@@ -4,13 +4,15 @@ Thin routes (FastAPI) over the library: ``POST /v1/translate`` answers with the
 ``Translation`` results the Python API returns, ``POST /v1/explain`` with exactly
 the JSON of ``attnmt explain --format json`` (the same ``explain`` function),
 ``GET /v1/health``, ``GET /v1/model``, ``GET /`` the page (``web/``). Decoding
-runs in the micro-batcher's worker thread (``batching.py``), so the event loop
-never waits for a model; concurrent requests share batches.
+runs in the micro-batcher's threads (``batching.py``), each handing its batch to
+a decoding process (``serving.py``) or decoding it here, so the event loop never
+waits for a model; concurrent requests share batches.
 
 Every refusal is JSON ``{"error": {"field": ..., "message": ...}}`` with a 4xx
 status naming the field: 401 without the API key, 413 for a body over
 ``MAX_BODY_BYTES``, 422 for malformed JSON, wrong types and values out of range,
-503 with ``Retry-After`` when the queue is full.
+503 with ``Retry-After`` when the queue is full or a decoding worker process
+was lost (the request may be retried at once).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from attnmt import __version__, limits
 from attnmt.batching import MicroBatcher, QueueFull
-from attnmt.errors import InputError
+from attnmt.errors import InputError, WorkerLost
 from attnmt.serving import ServedModel
 
 #: Largest request body accepted (bytes): 64 texts of 2,000 four-byte characters fit.
@@ -105,16 +107,21 @@ def _queue_full(request: Request, exc: Exception) -> Response:
     return error(503, "queue", str(exc), {"Retry-After": str(exc.retry_after)})
 
 
+def _worker_lost(request: Request, exc: Exception) -> Response:
+    return error(503, "workers", str(exc), {"Retry-After": "1"})
+
+
 def create_app(
     served: ServedModel, api_key: str | None = None, max_batch: int = 32, max_wait_ms: float = 5.0, queue: int = 1024
 ) -> FastAPI:
     """The application: routes, limits, the API key and the micro-batcher around ``served``."""
-    batcher = MicroBatcher(served.translate_batch, served.explain, max_batch, max_wait_ms, queue)
+    batcher = MicroBatcher(served.translate_batch, served.explain, max_batch, max_wait_ms, queue, served.workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         batcher.stop()
+        served.close()
 
     app = FastAPI(
         title="attnmt", version=__version__, description="Attention NMT you can see and check.", lifespan=lifespan
@@ -124,6 +131,7 @@ def create_app(
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(QueueFull, _queue_full)
+    app.add_exception_handler(WorkerLost, _worker_lost)
     app.middleware("http")(_guard(api_key))
     web = importlib.resources.files("attnmt") / "web"
 

@@ -6,23 +6,63 @@ micro-batch, shapes the ``/v1/translate`` answer from the ``Translation``
 results, explains with the very function behind ``attnmt explain``, and
 describes the model for ``/v1/model``. Everything here can be called and tested
 without HTTP.
+
+With ``workers`` above 1 the decoding runs in that many forked processes of one
+thread each (``workers.ForkedWorkers``), and the server process only handles
+HTTP. In one process, the decoding thread and the web framework's event loop
+take turns at Python's interpreter lock (measured with 32 clients: new requests
+trickled in over hundreds of milliseconds while a batch decoded). Measured on 2
+cores with the clients on the same cores: 1.16-1.23x the sentences per second
+under load, and 10-15 % more time for a lone request (one thread, not two). If
+a worker is killed, the requests of its batch get ``WorkerLost`` (a 503) and
+decoding goes on in the server process.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 from attnmt import limits
+from attnmt.errors import WorkerLost
 from attnmt.explain import explain
 from attnmt.translator import Translation, Translator
+from attnmt.workers import ForkedWorkers
 
 
 class ServedModel:
-    """A loaded translator and the name it is served under."""
+    """A loaded translator, the name it is served under, and the processes that decode with it."""
 
-    def __init__(self, translator: Translator) -> None:
+    def __init__(self, translator: Translator, workers: int = 1) -> None:
         self.translator = translator
         self.name = translator.name
+        self.workers = workers
+        self.lock = threading.Lock()  # decoding in this process: one batch at a time
+        self.processes = ForkedWorkers(self, workers) if workers > 1 else None
+
+    def close(self) -> bool:
+        """Stop the decoding processes; True if there were any (only the first call stops them)."""
+        with self.lock:
+            processes, self.processes = self.processes, None
+        if processes is None:
+            return False
+        processes.close()
+        return True
+
+    def _decode(self, method: str, *args: Any) -> Any:
+        """``method`` in a worker process if there are any, else here; a lost worker ends the workers."""
+        processes = self.processes
+        if processes is None:
+            with self.lock:
+                return getattr(self, method)(*args)
+        try:
+            return processes.call(method, *args)
+        except WorkerLost:
+            lost = "a decoding worker process ended abruptly (killed, or out of memory?)"
+            if self.close():
+                print(f"attnmt: warning: {lost}; decoding in the server process from now on", file=sys.stderr)
+            raise WorkerLost(f"{lost}; retry: the server decodes in its own process now") from None
 
     def options(self, beam: int | None, nbest: int, attention: bool) -> tuple[int, int, bool]:
         """Checked options as a hashable key (requests with equal keys share batches); InputError if bad."""
@@ -30,6 +70,10 @@ class ServedModel:
         return (checked.beam, checked.nbest, attention)
 
     def translate_batch(self, texts: list[str], options: tuple[Any, ...]) -> list[Translation]:
+        """One micro-batch, decoded in a worker process (or here with ``workers`` 1)."""
+        return self._decode("_translate_here", texts, options)  # type: ignore[no-any-return]
+
+    def _translate_here(self, texts: list[str], options: tuple[Any, ...]) -> list[Translation]:
         beam, nbest, attention = options
         return self.translator.translations(texts, beam=beam, nbest=nbest, attention=attention)
 
@@ -47,7 +91,10 @@ class ServedModel:
         return answer
 
     def explain(self, request: Any) -> dict[str, Any]:
-        """The JSON of ``attnmt explain --format json`` for an explain request."""
+        """The JSON of ``attnmt explain --format json`` for an explain request (in a worker if any)."""
+        return self._decode("_explain_here", request)  # type: ignore[no-any-return]
+
+    def _explain_here(self, request: Any) -> dict[str, Any]:
         return explain(
             self.translator, request.text, reference=request.reference, beam=request.beam, top_k=request.top_k
         )
@@ -82,4 +129,5 @@ class ServedModel:
             },
             "limits": {"max_texts": max_texts, "max_beam": max_beam, "max_chars": limits.MAX_INPUT_CHARS},
             "device": str(translator.device),
+            "workers": self.workers,
         }

@@ -26,6 +26,7 @@ thread.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import signal
 import sys
@@ -36,7 +37,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from attnmt.errors import AttnmtError, InputError
+from attnmt.errors import InputError, WorkerLost
 
 T = TypeVar("T")
 
@@ -45,6 +46,10 @@ AUTO = "auto"
 
 #: What the forked workers run: set just before the fork, read in the children.
 _work: tuple[Callable[[Any], Any], Sequence[Any]] | None = None
+#: The object whose methods ``ForkedWorkers`` call in the children (the server's model).
+_target: Any = None
+#: prctl option: a signal this process receives when the thread that forked it ends (Linux).
+_PR_SET_PDEATHSIG = 1
 
 
 def _linux_fork() -> bool:
@@ -78,6 +83,7 @@ def _start_worker() -> None:
     """In each worker: one thread (see the module docstring). Ctrl-C is the parent's: it stops the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # how the parent stops a worker, whatever handler it inherited
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)  # a parent killed outright takes its workers along
     torch.set_num_threads(1)
 
 
@@ -108,7 +114,7 @@ def ordered_map(function: Callable[[Any], T], items: Sequence[Any], workers: int
         return results
     except BrokenProcessPool as error:
         broken = True  # the pool has stopped its other workers itself
-        raise AttnmtError(
+        raise WorkerLost(
             "a decoding worker process ended abruptly (killed, or out of memory?); --workers 1 decodes in one process"
         ) from error
     finally:
@@ -117,3 +123,37 @@ def ordered_map(function: Callable[[Any], T], items: Sequence[Any], workers: int
             for process in set(multiprocessing.active_children()) - before:
                 process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _call(method: str, args: tuple[Any, ...]) -> Any:
+    return getattr(_target, method)(*args)
+
+
+class ForkedWorkers:
+    """``workers`` forked single-thread processes that run methods of ``target`` (the server's decoding).
+
+    All of them are forked in the constructor, so create it before starting
+    threads (a fork copies only the calling thread). ``call`` blocks its thread
+    until a worker has answered; several threads may call at once.
+    """
+
+    def __init__(self, target: Any, workers: int) -> None:
+        global _target
+        _target = target
+        before = set(multiprocessing.active_children())
+        self.pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), _start_worker)
+        self.pool.submit(int).result()  # with fork, the first task starts every worker at once
+        self.processes = set(multiprocessing.active_children()) - before
+
+    def call(self, method: str, *args: Any) -> Any:
+        """``target.method(*args)`` in a worker; ``WorkerLost`` if a worker ended abruptly."""
+        try:
+            return self.pool.submit(_call, method, args).result()
+        except BrokenProcessPool as error:
+            raise WorkerLost("a decoding worker process ended abruptly (killed, or out of memory?)") from error
+
+    def close(self) -> None:
+        """Stop the workers now, even in the middle of a batch."""
+        for process in self.processes:
+            process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
