@@ -1,6 +1,7 @@
 """Training throughput (target tokens/s) of a config on its real training batches.
 
     python benchmarks/train_speed.py [--config configs/quickstart.yaml] [--steps 60] [--threads 2]
+    python benchmarks/train_speed.py --config configs/luong_general.yaml --steps 4 --warmup 0 --emulated-bf16
 
 Runs real optimisation steps (forward, loss, backward, clip, Adam) on the first
 batches of epoch 1, after a few warm-up steps, and prints one JSON line. Run it on
@@ -35,6 +36,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], help="config override, e.g. model.attention=dot")
+    parser.add_argument(
+        "--emulated-bf16",
+        action="store_true",
+        help="bf16 autocast even on a CPU without native bf16 (very slow there): for peak memory, not speed",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.set)
@@ -56,9 +62,10 @@ def main() -> None:
         config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, config.data.max_length
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.training.lr)
-    dtype = choose_precision(config.training.precision, torch.device("cpu"))
+    dtype = torch.bfloat16 if args.emulated_bf16 else choose_precision(config.training.precision, torch.device("cpu"))
     batches = token_batches(corpus, config.training.batch_tokens, config.training.seed, 0)
     model.train()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # data, tokenizer and model
     tokens, started = 0, time.perf_counter()
     for index, indices in enumerate(batches[: args.warmup + args.steps]):
         if index == args.warmup:
@@ -87,6 +94,7 @@ def main() -> None:
                 "steps": args.steps,
                 "tgt_tokens_per_s": round(tokens / seconds, 1),
                 "ms_per_step": round(1000 * seconds / args.steps, 1),
+                "peak_rss_before_steps_mb": round(rss_before, 1),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             }
         )
