@@ -1,11 +1,14 @@
 """Decoding throughput and BLEU of a trained model on Multi30k test2016.
 
     python benchmarks/decode_speed.py --model runs/quickstart [--beams 1 5] [--threads 2] [--quantize none int8]
-                                      [--flops]
+                                      [--flops] [--workers 1|N|auto] [--repeats 3]
 
 Times ``Translator.translate`` on the 1,000 test sentences (model already loaded;
 batches of 64 sentences sorted by length) and prints one JSON line per beam size
-and quantisation (fp32 and int8 measured in one run, alternating, for a fair ratio).
+and quantisation (fp32 and int8 measured in one run, alternating, for a fair ratio;
+with ``--repeats`` the whole round is repeated and a last line gives each one's
+fastest run and the int8 / fp32 ratios). ``--workers`` is passed to ``translate``
+(``auto``: one single-threaded forked process per thread, as the CLI's default).
 With ``--flops`` it also counts the fp32 floating-point work of each search once
 (torch's FlopCounterMode for the matrix products, plus the fused LSTM kernels it
 cannot see) and reports the achieved GFLOP/s against this machine's fp32 matmul
@@ -35,7 +38,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--quantize", nargs="+", default=["none"], choices=["none", "int8"])
     parser.add_argument("--flops", action="store_true", help="count the work and report GFLOP/s against the peak")
+    parser.add_argument("--workers", default="1", help="decoding processes: a number or auto (default 1)")
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
+    args.workers = args.workers if args.workers == "auto" else int(args.workers)
     torch.set_num_threads(args.threads)
     args.work = {}
     translators = {q: Translator.load(args.model, quantize=None if q == "none" else q) for q in args.quantize}
@@ -49,9 +55,18 @@ def main() -> None:
         fp32 = translators.get("none") or Translator.load(args.model)
         args.work = {beam: decoding_flops(fp32, sources, beam, args.batch_size) for beam in args.beams}
         print(json.dumps({"matmul_peak_gflop_s": round(matmul_peak(args.threads), 1)}), flush=True)
-    for beam in args.beams:
-        for quantization, translator in translators.items():
-            report(translator, sources, references, beam, quantization, args)
+    fastest: dict[str, float] = {}
+    for _ in range(args.repeats):
+        for beam in args.beams:
+            for quantization, translator in translators.items():
+                seconds = report(translator, sources, references, beam, quantization, args)
+                key = f"{quantization} beam {beam}"
+                fastest[key] = min(fastest.get(key, seconds), seconds)
+    if args.repeats > 1:
+        ratios = {
+            f"int8/fp32 beam {b}": round(fastest[f"none beam {b}"] / fastest[f"int8 beam {b}"], 2) for b in args.beams
+        }
+        print(json.dumps({"fastest_seconds": fastest, **(ratios if {"none", "int8"} <= set(translators) else {})}))
 
 
 def decoding_flops(translator: Translator, sources: list[str], beam: int, batch_size: int) -> float:
@@ -74,9 +89,11 @@ def decoding_flops(translator: Translator, sources: list[str], beam: int, batch_
     return counter.get_total_flops() + sum(lstm_flops)
 
 
-def report(translator: Translator, sources: list[str], references: list[str], beam: int, quantization: str, args):
+def report(
+    translator: Translator, sources: list[str], references: list[str], beam: int, quantization: str, args
+) -> float:
     started = time.perf_counter()
-    hypotheses = translator.translate(sources, beam=beam, batch_size=args.batch_size)
+    hypotheses = translator.translate(sources, beam=beam, batch_size=args.batch_size, workers=args.workers)
     seconds = time.perf_counter() - started
     print(
         json.dumps(
@@ -89,12 +106,14 @@ def report(translator: Translator, sources: list[str], references: list[str], be
                 "sentences_per_s": round(len(sources) / seconds, 1),
                 "bleu": corpus_scores(hypotheses, references)["bleu"],
                 "threads": args.threads,
+                "workers": args.workers,
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 **flop_rate(args.work.get(beam), seconds),
             }
         ),
         flush=True,
     )
+    return seconds
 
 
 def flop_rate(flops: float | None, seconds: float) -> dict[str, float]:
