@@ -55,3 +55,24 @@ def test_one_thread_decodes_one_batch_at_a_time() -> None:
     finally:
         batcher.stop()
     assert record.most == 1
+
+
+def test_a_lone_client_is_not_kept_waiting_but_a_crowd_waits_for_company() -> None:
+    record = _Recorder(0.3)
+    batcher = MicroBatcher(record, explain=lambda request: request, max_batch=8, max_wait_ms=600)
+    try:
+        started = time.monotonic()
+        alone = batcher.submit(["alone"], options="o")  # nothing before it: decoded at once, not held 600 ms
+        while not record.batches and time.monotonic() - started < 0.55:
+            time.sleep(0.005)
+        assert record.batches == [["alone"]]
+        crowd = [batcher.submit([name], options="o") for name in ("second", "third")]  # queued meanwhile
+        assert alone.result(timeout=60) == ["alone:o"]
+        assert [f.result(timeout=60) for f in crowd] == [["second:o"], ["third:o"]]
+        after_crowd = batcher.submit(["fourth"], options="o")  # alone, but after a batch of two requests ...
+        time.sleep(0.1)
+        late = batcher.submit(["fifth"], options="o")  # ... so it waited, and this one joins it
+        assert after_crowd.result(timeout=60) == ["fourth:o"] and late.result(timeout=60) == ["fifth:o"]
+    finally:
+        batcher.stop()
+    assert record.batches == [["alone"], ["second", "third"], ["fourth", "fifth"]]

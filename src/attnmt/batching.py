@@ -8,6 +8,12 @@ one) into one call of the translate function, in one worker thread, and hands
 each request exactly its own results. Because a sentence translates the same
 alone or in a batch (``search.py``), batching never changes an answer.
 
+A request that is alone in the queue when the previous batch also held one
+request (or none) is decoded at once: that is one client asking one thing at a
+time, and waiting would only add to its latency. After a batch of several
+requests the batcher waits, because their clients are likely to send more as
+soon as they are answered.
+
 Fairness: sentences are taken round-robin across the waiting requests that share
 decoding options, so a request of 64 long sentences cannot hold back a request
 of one short one for more than a batch. The queue is bounded (``max_pending``
@@ -72,6 +78,7 @@ class MicroBatcher:
         self.condition = threading.Condition()
         self.stopping = False
         self.batches = 0
+        self.last_batch_requests = 0  # requests in the batch taken last
         self.threads = [
             threading.Thread(target=self._work, name=f"attnmt-decoder-{i}", daemon=True) for i in range(parallel)
         ]
@@ -139,7 +146,12 @@ class MicroBatcher:
                 return self._take(first)
 
     def _wait_for_company(self, first: _Job) -> None:
-        """Hold the batch open until it is full or ``max_wait`` after the oldest request arrived."""
+        """Hold the batch open until it is full or ``max_wait`` after the oldest request arrived.
+
+        Not at all for a request alone in the queue after a batch of at most one request.
+        """
+        if len(self.jobs) == 1 and self.last_batch_requests <= 1:
+            return
         deadline = first.arrived + self.max_wait
         while not self.stopping:
             waiting = sum(len(j.texts) - j.taken for j in self.jobs if j.options == first.options)
@@ -163,6 +175,7 @@ class MicroBatcher:
                     job.taken += 1
         self.jobs = [job for job in self.jobs if job.taken < len(job.texts)]
         self.pending -= len(batch)
+        self.last_batch_requests = len({id(job) for job, _ in batch})
         return batch
 
     def _run(self, batch: list[tuple[_Job, int]]) -> None:

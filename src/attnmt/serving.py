@@ -12,8 +12,9 @@ thread each (``workers.ForkedWorkers``), and the server process only handles
 HTTP. In one process, the decoding thread and the web framework's event loop
 take turns at Python's interpreter lock (measured with 32 clients: new requests
 trickled in over hundreds of milliseconds while a batch decoded). Measured on 2
-cores with the clients on the same cores: 1.16-1.23x the sentences per second
-under load, and 10-15 % more time for a lone request (one thread, not two). If
+cores with the clients on the same cores, the sentences per second under load
+were 1.04-1.16x with one sentence per request (four runs) and 1.23-1.41x with
+eight (three); a lone request (one thread, not two) took -7 % to +14 % longer. If
 a worker is killed, the requests of its batch get ``WorkerLost`` (a 503) and
 decoding goes on in the server process.
 """
