@@ -204,6 +204,7 @@ def test_a_lost_decoding_worker_is_a_503_and_the_server_goes_on(translator: Tran
         assert _refused(answer, 503, "workers") and answer.headers["Retry-After"] == "1"
         assert "retry" in answer.json()["error"]["message"]
         assert served.processes is None and multiprocessing.active_children() == []
+        assert server.get("/v1/model").json()["workers"] == 1
         again = server.post("/v1/translate", json={"texts": SENTENCES})  # decoded in the server process now
         assert again.status_code == 200 and again.json()["translations"] == expected
 

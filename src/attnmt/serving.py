@@ -29,7 +29,7 @@ from attnmt import limits
 from attnmt.errors import WorkerLost
 from attnmt.explain import explain
 from attnmt.translator import Translation, Translator
-from attnmt.workers import ForkedWorkers
+from attnmt.workers import ForkedWorkers, check_workers
 
 
 class ServedModel:
@@ -38,6 +38,7 @@ class ServedModel:
     def __init__(self, translator: Translator, workers: int = 1) -> None:
         self.translator = translator
         self.name = translator.name
+        check_workers(workers, translator.device)
         self.workers = workers
         self.lock = threading.Lock()  # decoding in this process: one batch at a time
         self.processes = ForkedWorkers(self, workers) if workers > 1 else None
@@ -48,6 +49,7 @@ class ServedModel:
             processes, self.processes = self.processes, None
         if processes is None:
             return False
+        self.workers = 1
         processes.close()
         return True
 
