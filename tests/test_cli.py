@@ -75,8 +75,10 @@ def test_translate_with_workers_writes_the_same_lines(tiny_model_dir: Path, work
     assert many.stdout == one.stdout and len(many.stdout.split("\n")) == 16
 
 
-@pytest.mark.parametrize("command", ["translate", "serve"])
-@pytest.mark.parametrize("value", ["0", "-1", "many", "2.5"])
+@pytest.mark.parametrize(
+    "command,value",
+    [*[("translate", value) for value in ("0", "-1", "many", "2.5")], ("serve", "0"), ("serve", "x")],
+)
 def test_bad_workers_are_one_line_errors(tiny_model_dir: Path, command: str, value: str) -> None:
     result = attnmt(command, "--model", str(tiny_model_dir), "--workers", value, stdin="red dog\n")
     assert_user_error(result, "--workers")
