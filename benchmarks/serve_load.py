@@ -24,7 +24,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,59 +53,45 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def client(
-    url: str, texts: list[str], offset: int, stop_at: float, latencies: list[float], errors: list[str], per: int
-) -> None:
-    async with httpx.AsyncClient(timeout=120) as session:
+#: A request body for a list of texts (attnmt's ``/v1/translate`` by default).
+Body = Callable[[list[str]], Any]
+
+
+def attnmt_body(texts: list[str]) -> dict[str, Any]:
+    return {"texts": texts, "beam": 5}
+
+
+async def client(url: str, body: Body, texts: list[str], offset: int, per: int, stop_at: float,
+                 latencies: list[float], errors: list[str]) -> None:  # fmt: skip
+    """Requests of ``per`` texts back to back until ``stop_at``; a 200 without an error body counts."""
+    async with httpx.AsyncClient(timeout=300) as session:
         index = offset
         while time.monotonic() < stop_at:
             started = time.monotonic()
-            batch = [texts[(index + k) % len(texts)] for k in range(per)]
             try:
-                answer = await session.post(url, json={"texts": batch, "beam": 5})
-                if answer.status_code != 200:
-                    errors.append(str(answer.status_code))
-                else:
+                answer = await session.post(url, json=body([texts[(index + k) % len(texts)] for k in range(per)]))
+                if answer.status_code == 200 and '"error"' not in answer.text[:20]:  # onmt_server: errors in a 200
                     latencies.append(time.monotonic() - started)
+                else:
+                    errors.append(f"{answer.status_code} {answer.text[:200]}")
             except httpx.HTTPError as error:
                 errors.append(type(error).__name__)
             index += per
 
 
-def measure(
-    model: str, max_batch: int, clients: int, seconds: float, threads: int, workers: str, per: int
-) -> dict[str, object]:
-    port = free_port()
-    command = [sys.executable, "-m", "attnmt", "serve", "--model", model, "--port", str(port)]
-    command += ["--max-batch", str(max_batch), "--threads", str(threads), "--workers", workers]
-    server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        texts = sentences(1000)
-        latencies: list[float] = []
-        errors: list[str] = []
-        stop_at = time.monotonic() + seconds
-        started = time.monotonic()
+def load(url: str, body: Body, clients: int, per: int, seconds: float) -> dict[str, Any]:
+    """``clients`` clients for ``seconds``: requests/s, sentences/s, latency percentiles, errors."""
+    texts, latencies, errors = sentences(1000), [], []
+    stop_at, started = time.monotonic() + seconds, time.monotonic()
 
-        async def run_all() -> None:
-            url = f"{base}/v1/translate"
-            await asyncio.gather(*(client(url, texts, i * 31, stop_at, latencies, errors, per) for i in range(clients)))
+    async def run_all() -> None:
+        await asyncio.gather(
+            *(client(url, body, texts, i * 31, per, stop_at, latencies, errors) for i in range(clients))
+        )
 
-        asyncio.run(run_all())
-        elapsed = time.monotonic() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-    ordered = sorted(latencies)
+    asyncio.run(run_all())
+    elapsed, ordered = time.monotonic() - started, sorted(latencies)
     return {
-        "mode": f"micro-batching max_batch={max_batch}" if max_batch > 1 else "no batching (max_batch=1)",
-        "workers": workers,
         "clients": clients,
         "seconds": round(elapsed, 1),
         "texts_per_request": per,
@@ -113,6 +101,39 @@ def measure(
         "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 1) if ordered else None,
         "errors": len(errors),
     }
+
+
+def serving(command: list[str], health: str, measure: Callable[[], dict[str, Any]], env: dict | None = None) -> dict:
+    """Start a server, wait until ``health`` answers 200, run ``measure``, stop the server."""
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the server did not start: {' '.join(command)}")
+            try:
+                if httpx.get(health, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        return measure()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def measure(
+    model: str, max_batch: int, clients: int, seconds: float, threads: int, workers: str, per: int
+) -> dict[str, object]:
+    port = free_port()
+    command = [sys.executable, "-m", "attnmt", "serve", "--model", model, "--port", str(port)]
+    command += ["--max-batch", str(max_batch), "--threads", str(threads), "--workers", workers]
+    base = f"http://127.0.0.1:{port}"
+    result = serving(
+        command, f"{base}/v1/health", lambda: load(f"{base}/v1/translate", attnmt_body, clients, per, seconds)
+    )
+    mode = f"micro-batching max_batch={max_batch}" if max_batch > 1 else "no batching (max_batch=1)"
+    return {"mode": mode, "workers": workers, **result}
 
 
 def ceiling(model: str, threads: int, batch: int) -> dict[str, object]:

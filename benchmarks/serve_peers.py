@@ -16,75 +16,13 @@ line per server. Run it on an idle machine; the clients share its cores.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-from serve_load import cpu_flags, free_port, sentences
-
-
-async def _client(url: str, body: Callable[[list[str]], Any], texts: list[str], offset: int, per: int, stop: float,
-                  latencies: list[float], errors: list[str]) -> None:  # fmt: skip
-    async with httpx.AsyncClient(timeout=300) as session:
-        index = offset
-        while time.monotonic() < stop:
-            started = time.monotonic()
-            answer = await session.post(url, json=body([texts[(index + k) % len(texts)] for k in range(per)]))
-            if answer.status_code == 200 and "error" not in answer.text[:20]:
-                latencies.append(time.monotonic() - started)
-            else:
-                errors.append(answer.text[:200])
-            index += per
-
-
-def _load(url: str, body: Callable[[list[str]], Any], clients: int, per: int, seconds: float) -> dict[str, Any]:
-    """``clients`` clients for ``seconds``: sentences/s and latency percentiles."""
-    texts, latencies, errors = sentences(1000), [], []
-    stop, started = time.monotonic() + seconds, time.monotonic()
-
-    async def run_all() -> None:
-        await asyncio.gather(*(_client(url, body, texts, i * 31, per, stop, latencies, errors) for i in range(clients)))
-
-    asyncio.run(run_all())
-    elapsed, ordered = time.monotonic() - started, sorted(latencies)
-    return {
-        "clients": clients,
-        "texts_per_request": per,
-        "seconds": round(elapsed, 1),
-        "sentences_per_s": round(per * len(latencies) / elapsed, 1),
-        "p50_ms": round(1000 * statistics.median(ordered), 1) if ordered else None,
-        "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 1) if ordered else None,
-        "errors": len(errors),
-    }
-
-
-def _wait(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    raise SystemExit(f"the server did not start: {url}")
-
-
-def _serve(command: list[str], health: str, env: dict[str, str], measure: Callable[[], dict[str, Any]]) -> dict:
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait(health, server)
-        return measure()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+from serve_load import attnmt_body, cpu_flags, free_port, load, serving
 
 
 def _onmt_body(texts: list[str]) -> list[dict[str, Any]]:
@@ -111,13 +49,11 @@ def onmt(work: Path, venv: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [str(venv / "bin" / "onmt_server"), "--port", str(port), "--model_config", str(work / "onmt_server.json")]
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(args.threads)}
     base = f"http://127.0.0.1:{port}/translator"
-    result = _serve(
+    result = serving(
         command,
         f"{base}/health",
+        lambda: load(f"{base}/translate", _onmt_body, args.clients, args.per, args.seconds),
         env,
-        lambda: _load(
-            f"{base}/translate", lambda b: [{"src": t, "id": 100} for t in b], args.clients, args.per, args.seconds
-        ),
     )
     return {"server": "OpenNMT-py 3.5.1 onmt_server", **result}
 
@@ -127,11 +63,10 @@ def attnmt(work: Path, workers: str, args: argparse.Namespace) -> dict[str, Any]
     command = [sys.executable, "-m", "attnmt", "serve", "--model", str(work / "attnmt_run"), "--port", str(port)]
     command += ["--threads", str(args.threads), "--workers", workers]
     base = f"http://127.0.0.1:{port}"
-    result = _serve(
+    result = serving(
         command,
         f"{base}/v1/health",
-        dict(os.environ),
-        lambda: _load(f"{base}/v1/translate", lambda b: {"texts": b, "beam": 5}, args.clients, args.per, args.seconds),
+        lambda: load(f"{base}/v1/translate", attnmt_body, args.clients, args.per, args.seconds),
     )
     return {"server": f"attnmt serve --workers {workers}", **result}
 
