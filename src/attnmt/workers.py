@@ -30,9 +30,10 @@ import ctypes
 import multiprocessing
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from itertools import repeat
 from typing import Any, TypeVar
 
 import torch
@@ -44,10 +45,9 @@ T = TypeVar("T")
 #: ``workers`` value for one single-threaded worker per torch thread where forking works (else 1).
 AUTO = "auto"
 
-#: What the forked workers run: set just before the fork, read in the children.
-_work: tuple[Callable[[Any], Any], Sequence[Any]] | None = None
-#: The object whose methods ``ForkedWorkers`` call in the children (the server's model).
+#: The object whose methods ``ForkedWorkers`` call in the children: set just before the fork.
 _target: Any = None
+_LOST = "a decoding worker process ended abruptly (killed, or out of memory?)"
 #: prctl option: a signal this process receives when the thread that forked it ends (Linux).
 _PR_SET_PDEATHSIG = 1
 
@@ -87,50 +87,41 @@ def _start_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _run(index: int) -> Any:
-    assert _work is not None, "a worker runs only in a process forked by ordered_map"
-    function, items = _work
-    return function(items[index])
+class _Mapping:
+    """What ``ordered_map``'s workers call: ``function`` on the item at an index (both inherited by the fork)."""
+
+    def __init__(self, function: Callable[[Any], Any], items: Sequence[Any]) -> None:
+        self.function, self.items = function, items
+
+    def item(self, index: int) -> Any:
+        return self.function(self.items[index])
 
 
 def ordered_map(function: Callable[[Any], T], items: Sequence[Any], workers: int = 1) -> list[T]:
     """[function(item) for item in items], in ``workers`` forked processes when there is work for them.
 
     Each worker runs one thread. If a worker dies (killed, or out of memory)
-    this raises a one-line ``AttnmtError`` instead of waiting forever; on an
+    this raises a one-line ``WorkerLost`` instead of waiting forever; on an
     exception or Ctrl-C in the parent the workers are stopped at once.
     """
-    global _work
     workers = min(workers, len(items))
     if workers <= 1:
         return [function(item) for item in items]
-    _work = (function, items)
-    before = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), _start_worker)
-    finished = broken = False
+    forked = ForkedWorkers(_Mapping(function, items), workers)
     try:
-        results = list(pool.map(_run, range(len(items))))
-        finished = True
-        return results
-    except BrokenProcessPool as error:
-        broken = True  # the pool has stopped its other workers itself
-        raise WorkerLost(
-            "a decoding worker process ended abruptly (killed, or out of memory?); --workers 1 decodes in one process"
-        ) from error
+        return forked.map("item", range(len(items)))
+    except WorkerLost as error:
+        raise WorkerLost(f"{error}; --workers 1 decodes in one process") from error.__cause__
     finally:
-        _work = None
-        if not finished and not broken:  # an error or Ctrl-C here: stop the workers' batches now
-            for process in set(multiprocessing.active_children()) - before:
-                process.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
+        forked.close()
 
 
-def _call(method: str, args: tuple[Any, ...]) -> Any:
+def _call(method: str, *args: Any) -> Any:
     return getattr(_target, method)(*args)
 
 
 class ForkedWorkers:
-    """``workers`` forked single-thread processes that run methods of ``target`` (the server's decoding).
+    """``workers`` forked single-thread processes that run methods of ``target`` (the decoding).
 
     All of them are forked in the constructor, so create it before starting
     threads (a fork copies only the calling thread). ``call`` blocks its thread
@@ -148,12 +139,21 @@ class ForkedWorkers:
     def call(self, method: str, *args: Any) -> Any:
         """``target.method(*args)`` in a worker; ``WorkerLost`` if a worker ended abruptly."""
         try:
-            return self.pool.submit(_call, method, args).result()
+            return self.pool.submit(_call, method, *args).result()
         except BrokenProcessPool as error:
-            raise WorkerLost("a decoding worker process ended abruptly (killed, or out of memory?)") from error
+            raise WorkerLost(_LOST) from error
+
+    def map(self, method: str, arguments: Iterable[Any]) -> list[Any]:
+        """[target.method(a) for a in arguments], spread over the workers, in order."""
+        try:
+            return list(self.pool.map(_call, repeat(method), arguments))
+        except BrokenProcessPool as error:
+            raise WorkerLost(_LOST) from error
 
     def close(self) -> None:
         """Stop the workers now, even in the middle of a batch."""
+        global _target
         for process in self.processes:
             process.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        _target = None
