@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,13 @@ def train_toy(
     lr: float = 0.01,
     batch_size: int = 64,
     seed: int = 0,
+    until: Callable[[Seq2Seq], bool] | None = None,
 ) -> Seq2Seq:
-    """Teacher-forced training on (source, target) id pairs; returns the model in eval mode."""
+    """Teacher-forced training on (source, target) id pairs; returns the model in eval mode.
+
+    With ``until``, training stops early once ``until(model)`` (checked in eval
+    mode every 50 updates, e.g. exact match on held-out validation pairs) holds.
+    """
     from attnmt.data import make_batch
     from attnmt.loss import sequence_loss
 
@@ -55,7 +61,7 @@ def train_toy(
     rng = random.Random(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         chosen = rng.sample(pairs, batch_size)
         batch = make_batch([p[0] for p in chosen], [p[1] for p in chosen])
         loss = sequence_loss(model(batch.src, batch.src_lengths, batch.tgt_in), batch.tgt_out, 0.0)
@@ -63,6 +69,10 @@ def train_toy(
         (loss / batch.target_tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
+        if until is not None and step % 50 == 0 and step < steps:
+            if until(model.eval()):
+                break
+            model.train()
     return model.eval()
 
 

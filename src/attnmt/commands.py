@@ -63,10 +63,11 @@ def _write_output(path: str, lines: list[str]) -> None:
 
 def train(args: argparse.Namespace) -> int:
     from attnmt.config import load_config
+
+    config = load_config(args.config, args.set)  # a bad config stops here, before torch loads or a process starts
     from attnmt.distributed import launch, launched_by_torchrun
     from attnmt.train import train as run_training
 
-    config = load_config(args.config, args.set)  # a bad config stops here, before any process starts
     if args.threads:
         config.training.threads = args.threads
     if args.nproc > 1 and not launched_by_torchrun():
