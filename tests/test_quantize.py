@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from attnmt import Translator
+from attnmt.data import pad
 from attnmt.errors import InputError
 from attnmt.quantize import Int8RNN, RowwiseInt8Linear, quantize_int8
 from conftest import reversal_pairs, toy_model
@@ -54,25 +56,52 @@ def test_each_row_is_quantised_alone(bias: bool, features: tuple[int, int]) -> N
 @pytest.mark.parametrize("rnn", ["gru", "lstm"])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("steps", [1, 7])
-def test_int8_rnn_computes_torch_gates(rnn: str, layers: int, steps: int) -> None:
+@pytest.mark.parametrize("gates_in", [False, True])
+def test_int8_rnn_computes_torch_gates(rnn: str, layers: int, steps: int, gates_in: bool) -> None:
     """Int8RNN follows nn.GRU / nn.LSTM's equations: same outputs to int8 rounding, same state layout.
 
     One step (decoding) and whole sequences (the encoder) take different paths for an LSTM.
+    With ``gates_in`` it is given the first layer's input gates W_i x + b_i instead of x.
     """
     torch.manual_seed(layers)
     layer = (nn.GRU if rnn == "gru" else nn.LSTM)(12, 24, num_layers=layers, batch_first=True).eval()
-    quantized = Int8RNN(layer)
+    quantized = Int8RNN(layer, gates_in=gates_in)
     inputs = torch.randn(5, steps, 12)
+    given_inputs = nn.functional.linear(inputs, layer.weight_ih_l0, layer.bias_ih_l0).detach() if gates_in else inputs
     hidden = torch.randn(layers, 5, 24).tanh()
     state = (hidden, torch.randn(layers, 5, 24)) if rnn == "lstm" else hidden
     for given in (state, None):
         exact_out, exact_state = layer(inputs, given)
-        out, final = quantized(inputs, given)
+        out, final = quantized(given_inputs, given)
         assert out.shape == exact_out.shape and (out - exact_out).abs().max() < 0.05
         if rnn == "lstm":
             assert isinstance(final, tuple) and all((a - b).abs().max() < 0.05 for a, b in zip(final, exact_state))
         else:
             assert isinstance(final, torch.Tensor) and (final - exact_state).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_a_decoder_reading_embeddings_alone_looks_its_input_gates_up(rnn: str, input_feeding: bool) -> None:
+    """Luong without input feeding: the embedding becomes the table W_i E + b_i; steps agree with fp32."""
+    torch.manual_seed(5)
+    exact = toy_model(rnn=rnn, attention="general", input_feeding=input_feeding, tie_embeddings=True).eval()
+    model = quantize_int8(copy.deepcopy(exact))
+    gates = (4 if rnn == "lstm" else 3) * 64
+    table = model.decoder.embedding.weight
+    assert table.shape == ((14, gates) if not input_feeding else (14, 32))
+    assert model.decoder.rnn.gates_in is not input_feeding
+    if not input_feeding:
+        rnn_fp32 = exact.decoder.rnn
+        expected = nn.functional.linear(exact.decoder.embedding.weight, rnn_fp32.weight_ih_l0, rnn_fp32.bias_ih_l0)
+        assert torch.allclose(table, expected)
+    batch = [p[0] for p in reversal_pairs(6, 2, 7, seed=8)]
+    src, lengths = pad(batch)
+    tokens = torch.tensor([4, 5, 6, 7, 8, 9])
+    with torch.no_grad():
+        states = [m.encode(src, lengths) for m in (exact, model)]
+        (log_exact, *_), (log_int8, *_) = (m.step(tokens, st, mem) for m, (mem, st) in zip((exact, model), states))
+    assert (log_exact.exp() - log_int8.exp()).abs().max() < 0.05
 
 
 def test_int8_translates_like_fp32(quantized: Translator, tiny_model_dir: Path) -> None:
@@ -91,8 +120,6 @@ def test_int8_translates_like_fp32(quantized: Translator, tiny_model_dir: Path) 
 
 
 def test_int8_keeps_the_search_invariants(trained_reverser: torch.nn.Module) -> None:
-    import copy
-
     model = quantize_int8(copy.deepcopy(trained_reverser))
     sources = [p[0] for p in reversal_pairs(20, 2, 8, seed=21)]
     greedy, beam1 = _run(model, sources, beam=0), _run(model, sources, beam=1)

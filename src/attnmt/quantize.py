@@ -7,7 +7,9 @@ are stored as int8 with one scale per output row (symmetric, per channel);
 the model shrinks about 4x in memory and decoding, which is bound by reading
 weights, gets faster. The RNNs (encoder and decoder, each direction) become
 ``Int8RNN``: torch's gate equations around int8 products, the input part of
-all steps in one product. The embeddings stay float.
+all steps in one product. The embeddings stay float; where a Luong decoder's
+RNN reads the word embedding alone (no input feeding), embedding and first
+input product become one fp32 table of input gates per word.
 
 **Activations are quantised per row, so a sentence translates the same alone
 or in a batch.** PyTorch's dynamic quantisation (``quantize_dynamic``) picks
@@ -36,6 +38,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from attnmt.decoder import LuongDecoder
 from attnmt.encoder import RNNState
 from attnmt.errors import InputError
 
@@ -100,23 +103,29 @@ class Int8RNN(nn.Module):
     """A unidirectional, batch-first GRU or LSTM whose products are ``RowwiseInt8Linear``.
 
     The gate equations are torch's own (``nn.GRU``, ``nn.LSTM``), so the state
-    layout and meaning are unchanged: GRU h, LSTM (h, c), each (L, B, H).
+    layout and meaning are unchanged: GRU h, LSTM (h, c), each (L, B, H). With
+    ``gates_in`` the inputs already are the first layer's input gates W_i x + b_i
+    (see ``_fold_embeddings_into_gates``).
     """
 
-    def __init__(self, rnn: nn.GRU | nn.LSTM) -> None:
+    def __init__(self, rnn: nn.GRU | nn.LSTM, gates_in: bool = False) -> None:
         super().__init__()
         if rnn.bidirectional or not rnn.batch_first:
             raise ValueError("Int8RNN replaces unidirectional, batch-first RNNs only")
         self.is_lstm = isinstance(rnn, nn.LSTM)
-        self.layers, self.hidden_size = rnn.num_layers, rnn.hidden_size
+        self.layers, self.hidden_size, self.gates_in = rnn.num_layers, rnn.hidden_size, gates_in
         self.input_projections = nn.ModuleList()  # W_i* x + b_i*, per layer
         self.hidden_projections = nn.ModuleList()  # W_h* h + b_h*, per layer
         self.step_projections = nn.ModuleList()  # LSTM, one step: [W_i W_h] [x; h] + b_i + b_h
         for layer in range(rnn.num_layers):
             w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
             b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}", None), getattr(rnn, f"bias_hh_l{layer}", None)
-            self.input_projections.append(RowwiseInt8Linear(w_ih, b_ih))
             self.hidden_projections.append(RowwiseInt8Linear(w_hh, b_hh))
+            if layer == 0 and gates_in:
+                self.input_projections.append(nn.Identity())
+                self.step_projections.append(nn.Identity())
+                continue
+            self.input_projections.append(RowwiseInt8Linear(w_ih, b_ih))
             if self.is_lstm:
                 both = None if b_ih is None or b_hh is None else b_ih + b_hh
                 self.step_projections.append(RowwiseInt8Linear(torch.cat([w_ih, w_hh], dim=1), both))
@@ -149,7 +158,10 @@ class Int8RNN(nn.Module):
     ) -> tuple[torch.Tensor, RNNState]:
         """One LSTM step: W_i x + W_h h as one product of [x; h] with [W_i W_h] per layer, then the gates."""
         for layer in range(self.layers):
-            gates = self.step_projections[layer](torch.cat([x, hidden[layer]], dim=-1))
+            if layer == 0 and self.gates_in:
+                gates = x + self.hidden_projections[0](hidden[0])
+            else:
+                gates = self.step_projections[layer](torch.cat([x, hidden[layer]], dim=-1))
             hidden[layer], cells[layer] = self._lstm_cell(gates, cells[layer])
             x = hidden[layer]
         return x.unsqueeze(1), (torch.stack(hidden), torch.stack(cells))
@@ -191,10 +203,33 @@ def _replace_layers(module: nn.Module) -> None:
             _replace_layers(child)
 
 
+def _fold_embeddings_into_gates(module: nn.Module) -> None:
+    """Luong decoders without input feeding: embedding and first input product become one table.
+
+    Their RNN's input is the previous word's embedding alone, so its input gates
+    W_i E[y] + b_i (torch's gate equations) take one of V values. They are
+    computed once in fp32, a (V, gates) table that replaces the embedding,
+    and every decoding step looks its rows up instead of multiplying (for the
+    quickstart's LSTM, a third of the step's RNN product).
+    """
+    for decoder in list(module.modules()):
+        if not isinstance(decoder, LuongDecoder) or decoder.input_feeding:
+            continue
+        rnn = decoder.rnn
+        if not isinstance(rnn, (nn.GRU, nn.LSTM)):
+            continue
+        weight, _, *biases = rnn.all_weights[0]  # layer 0: W_ih, W_hh, b_ih, b_hh
+        table = nn.functional.linear(decoder.embedding.weight, weight, biases[0] if biases else None)  # (V, gates)
+        decoder.rnn = Int8RNN(rnn, gates_in=True)  # type: ignore[assignment]
+        decoder.embedding = nn.Embedding.from_pretrained(table.detach().float(), freeze=True)
+
+
 def quantize_int8(model: M) -> M:
     """Convert ``model`` in place (eval mode, CPU) to int8 linear layers and RNNs; return it."""
     _pick_engine()
-    _replace_layers(model.eval().cpu())
+    with torch.no_grad():
+        _fold_embeddings_into_gates(model.eval().cpu())
+    _replace_layers(model)
     return model
 
 
