@@ -120,15 +120,13 @@ class Int8RNN(nn.Module):
         for layer in range(rnn.num_layers):
             w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
             b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}", None), getattr(rnn, f"bias_hh_l{layer}", None)
+            given = layer == 0 and gates_in  # the inputs are W_i x + b_i already: nothing to multiply
             self.hidden_projections.append(RowwiseInt8Linear(w_hh, b_hh))
-            if layer == 0 and gates_in:
-                self.input_projections.append(nn.Identity())
-                self.step_projections.append(nn.Identity())
-                continue
-            self.input_projections.append(RowwiseInt8Linear(w_ih, b_ih))
+            self.input_projections.append(nn.Identity() if given else RowwiseInt8Linear(w_ih, b_ih))
             if self.is_lstm:
                 both = None if b_ih is None or b_hh is None else b_ih + b_hh
-                self.step_projections.append(RowwiseInt8Linear(torch.cat([w_ih, w_hh], dim=1), both))
+                joint = nn.Identity() if given else RowwiseInt8Linear(torch.cat([w_ih, w_hh], dim=1), both)
+                self.step_projections.append(joint)
 
     def _gru_cell(self, layer: int, x_gates: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """r = sigma(W_ir x + W_hr h), z = sigma(W_iz x + W_hz h), n = tanh(W_in x + r (W_hn h)); h' = (1-z) n + z h."""
