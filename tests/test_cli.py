@@ -372,3 +372,21 @@ def test_translate_and_evaluate_an_ensemble(tiny_model_dir: Path) -> None:
     assert scored.returncode == 0, scored.stderr
     row = json.loads(scored.stdout)  # one ensemble, one JSON object
     assert row["model"] == [model, model] and row["bleu"] > 50
+
+
+@pytest.mark.parametrize("users", [None, "1024"])
+def test_the_command_bounds_onednn_primitive_cache_unless_the_user_did(
+    monkeypatch: pytest.MonkeyPatch, users: str | None
+) -> None:
+    import os
+
+    from attnmt.cli import ONEDNN_CACHE, main
+
+    name, default = ONEDNN_CACHE
+    if users is None:
+        monkeypatch.delenv(name, raising=False)
+    else:
+        monkeypatch.setenv(name, users)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert os.environ[name] == (users or default)

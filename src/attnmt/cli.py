@@ -21,6 +21,14 @@ WORKERS_HELP = (
     "default auto: one per --threads there, else 1"
 )
 
+#: oneDNN keeps every primitive it builds (up to 1,024 by default), one per distinct
+#: shape. Training batches have hundreds of shapes, and an LSTM's training
+#: primitive holds its work space (about 5 MB for the quickstart model), so
+#: peak RSS grew from 378 MB to 1,330 MB over 400 updates, against 733 MB with
+#: 16 kept, at the same speed (BENCHMARKS.md, "oneDNN's primitive cache").
+#: A value the user sets in the environment wins.
+ONEDNN_CACHE = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
+
 
 def _bounded(kind: type, low: float, high: float, expected: str) -> typing.Callable[[str], typing.Any]:
     """An argparse type: a number of ``kind`` (int or float) from ``low`` to ``high``, else "expected ..."."""
@@ -208,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault(*ONEDNN_CACHE)  # read when torch builds its first oneDNN primitive, i.e. later
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
