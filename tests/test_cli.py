@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -378,8 +379,6 @@ def test_translate_and_evaluate_an_ensemble(tiny_model_dir: Path) -> None:
 def test_the_command_bounds_onednn_primitive_cache_unless_the_user_did(
     monkeypatch: pytest.MonkeyPatch, users: str | None
 ) -> None:
-    import os
-
     from attnmt.cli import ONEDNN_CACHE, main
 
     name, default = ONEDNN_CACHE
