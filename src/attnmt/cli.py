@@ -23,9 +23,10 @@ WORKERS_HELP = (
 
 #: oneDNN keeps every primitive it builds (up to 1,024 by default), one per distinct
 #: shape. Training batches have hundreds of shapes, and an LSTM's training
-#: primitive holds its work space (about 5 MB for the quickstart model), so
-#: peak RSS grew from 378 MB to 1,330 MB over 400 updates, against 733 MB with
-#: 16 kept, at the same speed (BENCHMARKS.md, "oneDNN's primitive cache").
+#: primitive holds its work space (about 5 MB for the quickstart model): the
+#: whole ``attnmt quickstart`` peaked at 1,566 MB of RSS with oneDNN's default
+#: and at 748 MB with 16 kept, at the same speed (BENCHMARKS.md, "oneDNN's
+#: primitive cache").
 #: A value the user sets in the environment wins.
 ONEDNN_CACHE = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 
