@@ -19,21 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import time
 
 import torch
 
 from attnmt import Translator
-from attnmt.cli import ONEDNN_CACHE
+from attnmt.cli import bound_primitive_caches
 from attnmt.data import read_parallel
 from attnmt.metrics import corpus_scores
 from attnmt.model import Seq2Seq
 
 
 def main() -> None:
-    os.environ.setdefault(*ONEDNN_CACHE)  # as the attnmt command does, before torch builds a oneDNN primitive
+    bound_primitive_caches()  # as the attnmt command does, before torch builds a oneDNN primitive
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 5])

@@ -6,8 +6,9 @@
 Runs real optimisation steps (forward, loss, backward, clip, Adam) on the first
 batches of epoch 1, after a few warm-up steps, and prints one JSON line. Run it on
 an idle machine: a busy second core makes two OpenMP threads many times slower.
-Like the ``attnmt`` command, it keeps at most 16 oneDNN primitives unless
-``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` is set (``=1024`` is oneDNN's own default).
+Like the ``attnmt`` command, it keeps at most 16 oneDNN primitives in each of
+torch's two caches unless ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` or
+``LRU_CACHE_CAPACITY`` is set (``=1024`` is the default of each).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from attnmt.cli import ONEDNN_CACHE
+from attnmt.cli import PRIMITIVE_CACHES, bound_primitive_caches
 from attnmt.config import load_config
 from attnmt.data import filter_pairs, make_batch, read_parallel, token_batches
-from attnmt.device import choose_precision
+from attnmt.device import autocast, choose_precision
 from attnmt.loss import sequence_loss
 from attnmt.model import Seq2Seq
 from attnmt.tokenizer import Tokenizer
@@ -34,7 +35,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def main() -> None:
-    os.environ.setdefault(*ONEDNN_CACHE)  # as the attnmt command does, before torch builds a oneDNN primitive
+    bound_primitive_caches()  # as the attnmt command does, before torch builds a oneDNN primitive
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs" / "quickstart.yaml"))
     parser.add_argument("--steps", type=int, default=60)
@@ -76,7 +77,7 @@ def main() -> None:
         if index == args.warmup:
             tokens, started = 0, time.perf_counter()
         batch = make_batch([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices])
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        with autocast(torch.device("cpu"), dtype):
             logits = model(batch.src, batch.src_lengths, batch.tgt_in)
         loss = sequence_loss(logits, batch.tgt_out, config.training.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -101,7 +102,7 @@ def main() -> None:
                 "ms_per_step": round(1000 * seconds / args.steps, 1),
                 "peak_rss_before_steps_mb": round(rss_before, 1),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                "onednn_primitive_cache": os.environ[ONEDNN_CACHE[0]],
+                "primitive_caches": {name: os.environ[name] for name, _ in PRIMITIVE_CACHES},
             }
         )
     )

@@ -376,16 +376,18 @@ def test_translate_and_evaluate_an_ensemble(tiny_model_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("users", [None, "1024"])
-def test_the_command_bounds_onednn_primitive_cache_unless_the_user_did(
+def test_the_command_bounds_onednn_primitive_caches_unless_the_user_did(
     monkeypatch: pytest.MonkeyPatch, users: str | None
 ) -> None:
-    from attnmt.cli import ONEDNN_CACHE, main
+    from attnmt.cli import PRIMITIVE_CACHES, main
 
-    name, default = ONEDNN_CACHE
-    if users is None:
-        monkeypatch.delenv(name, raising=False)
-    else:
-        monkeypatch.setenv(name, users)
+    assert {name for name, _ in PRIMITIVE_CACHES} == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"}
+    for name, _ in PRIMITIVE_CACHES:
+        if users is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, users)
     with pytest.raises(SystemExit):
         main(["--version"])
-    assert os.environ[name] == (users or default)
+    for name, default in PRIMITIVE_CACHES:
+        assert os.environ[name] == (users or default)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import pytest
 import torch
+from torch import nn
 
-from attnmt.device import choose_precision, cpu_supports_bf16, pick_device
+from attnmt.device import autocast, choose_precision, cpu_supports_bf16, pick_device
 from attnmt.errors import AttnmtError
 
 
@@ -28,3 +31,28 @@ def test_cpu_unless_cuda_is_there() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(AttnmtError, match="no CUDA device"):
             pick_device("cuda")
+
+
+def _recurrent_gradient(context: AbstractContextManager[object]) -> torch.Tensor:
+    """The gradient of a GRU's recurrent weight after 256 steps, computed under ``context``."""
+    torch.manual_seed(0)
+    rnn, output = nn.GRU(16, 32, batch_first=True), nn.Linear(32, 32)
+    inputs = torch.randn(16, 256, 16)
+    with context:
+        loss_terms = output(rnn(inputs)[0])
+    loss_terms.float().square().mean().backward()
+    assert rnn.weight_hh_l0.grad is not None
+    return rnn.weight_hh_l0.grad
+
+
+def test_bf16_training_sums_each_steps_gradient_in_fp32() -> None:
+    """Autocast's weight cache would sum 256 steps' gradients of the recurrent weight in bf16."""
+    exact = _recurrent_gradient(autocast(torch.device("cpu"), None))
+    ours = _recurrent_gradient(autocast(torch.device("cpu"), torch.bfloat16))
+    cached = _recurrent_gradient(torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=True))
+
+    def error(gradient: torch.Tensor) -> float:
+        return float((gradient - exact).norm() / exact.norm())
+
+    assert error(ours) < 0.008  # bf16 products, fp32 sums (measured 0.0036)
+    assert error(cached) > 3 * error(ours)  # measured 0.020: bf16 sums

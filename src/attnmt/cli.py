@@ -21,14 +21,21 @@ WORKERS_HELP = (
     "default auto: one per --threads there, else 1"
 )
 
-#: oneDNN keeps every primitive it builds (up to 1,024 by default), one per distinct
-#: shape. Training batches have hundreds of shapes, and an LSTM's training
-#: primitive holds its work space (about 5 MB for the quickstart model): the
-#: whole ``attnmt quickstart`` peaked at 1,566 MB of RSS with oneDNN's default
-#: and at 748 MB with 16 kept, at the same speed (BENCHMARKS.md, "oneDNN's
-#: primitive cache").
-#: A value the user sets in the environment wins.
-ONEDNN_CACHE = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
+#: torch's CPU kernels keep every oneDNN primitive they build, one per distinct
+#: shape, in two caches: oneDNN's own (LSTMs; up to 1,024 by default) and
+#: ideep's (bf16 matrix products; ``LRU_CACHE_CAPACITY``, also 1,024). Training
+#: batches have hundreds of shapes, and each primitive holds its work space. With
+#: the defaults the whole ``attnmt quickstart`` peaked at 1,566 MB of RSS in fp32
+#: (748 MB with 16 kept), and bf16 training of the matched model at 1.5x fp32's
+#: peak (0.97x with 16 kept), at the same speed (BENCHMARKS.md, "primitive
+#: caches"). A value the user sets in the environment wins.
+PRIMITIVE_CACHES = (("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16"), ("LRU_CACHE_CAPACITY", "16"))
+
+
+def bound_primitive_caches() -> None:
+    """Keep at most 16 primitives in each cache unless the user chose; they are read later, at first use."""
+    for name, default in PRIMITIVE_CACHES:
+        os.environ.setdefault(name, default)
 
 
 def _bounded(kind: type, low: float, high: float, expected: str) -> typing.Callable[[str], typing.Any]:
@@ -217,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault(*ONEDNN_CACHE)  # read when torch builds its first oneDNN primitive, i.e. later
+    bound_primitive_caches()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -9,6 +9,7 @@ EPYC), so ``precision: auto`` picks fp32 there.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -57,3 +58,18 @@ def choose_precision(setting: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[object]:
+    """Mixed precision for training and validation: matrix products in ``dtype``, plain fp32 for None.
+
+    Autocast's weight cache is off. With it, a weight the recurrence uses at every
+    step (an RNN's, W_c) is cast once per batch, and autograd sums the gradients of
+    all steps in bf16 before casting them back. Without it each step's cast has its
+    own backward, so the sum runs in fp32. On the matched model after 600 updates the
+    validation perplexity was 16.19 with the cache, 15.30 without, and 15.78 in fp32.
+    The cost is one bf16 copy of those weights per step, kept for the backward pass.
+    """
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-from contextlib import ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from attnmt import checkpoint
 from attnmt.checkpoint import Checkpointer
 from attnmt.config import Config, save_config
 from attnmt.data import EncodedCorpus, prepare_data
-from attnmt.device import choose_precision, pick_device
+from attnmt.device import autocast, choose_precision, pick_device
 from attnmt.distributed import LAUNCHED, World, init_world
 from attnmt.errors import ConfigError, Interrupted, ModelDirError, TrainingError
 from attnmt.files import remove_stale_temporaries
@@ -75,10 +75,8 @@ class Trainer:
         self.device = pick_device(config.training.device, self.world.local_rank)
         self.autocast_dtype = choose_precision(config.training.precision, self.device)
 
-    def autocast(self) -> Any:
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+    def autocast(self) -> AbstractContextManager[object]:
+        return autocast(self.device, self.autocast_dtype)
 
     def run(self) -> TrainResult:
         with ExitStack() as held:
