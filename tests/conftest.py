@@ -158,6 +158,9 @@ def tiny_config(paths: dict[str, str], **training: object) -> dict[str, object]:
             "max_steps": 600,
             "max_epochs": 100,
             "threads": 1,
+            # the same numbers on every machine: auto would train in bf16 where the CPU has it
+            # (test_train.py checks bf16 there)
+            "precision": "fp32",
             **training,
         },
         "decoding": {"beam": 3, "batch_size": 16},
