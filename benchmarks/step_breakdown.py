@@ -1,6 +1,6 @@
 """Where a training step's time goes, and the FLOP/s it achieves against this machine's matmul peak.
 
-    python benchmarks/step_breakdown.py [--config configs/quickstart.yaml] [--steps 12] [--threads 2]
+    python benchmarks/step_breakdown.py [--config configs/quickstart.yaml] [--steps 12] [--threads 2] [--bf16]
 
 Times, on the same real batches, the whole update and its parts run alone
 (forward + backward each): the encoder RNN, the decoder (RNN and attention), the
@@ -8,7 +8,9 @@ output layer, the loss, clipping + Adam; "other" is the rest (batching, Python,
 autograd book-keeping). FLOPs are counted by torch's FlopCounterMode for matrix
 products plus the RNN layers' 2 x gates x (input + hidden) per token and
 direction (x 3 for forward + backward) for LSTMs, whose fused kernel torch does not
-count. Prints one JSON line. The code measured is
+count. ``--bf16`` runs every part under attnmt's bf16 autocast, as training does
+where the CPU has native bf16, and measures the peak with bf16 products.
+Prints one JSON line. The code measured is
 the installed attnmt: point PYTHONPATH at another checkout to measure it instead.
 """
 
@@ -19,6 +21,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,9 +41,9 @@ ROOT = Path(__file__).parent.parent
 GATES = {"lstm": 4}
 
 
-def matmul_peak(threads: int, size: int = 2048) -> float:
-    """The best of five timings of a size x size fp32 matrix product (GFLOP/s)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak(threads: int, size: int = 2048, dtype: torch.dtype = torch.float32) -> float:
+    """The best of five timings of a size x size matrix product in ``dtype`` (GFLOP/s)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(5):
@@ -69,6 +72,22 @@ def rnn_flops(model: Seq2Seq, batch) -> float:
     return total
 
 
+def in_bf16(work: Callable[[], object]) -> Callable[[], None]:
+    """``work`` under the autocast attnmt trains with (torch's own, cache off, for versions without it)."""
+    try:
+        from attnmt.device import autocast
+
+        context = lambda: autocast(torch.device("cpu"), torch.bfloat16)  # noqa: E731
+    except ImportError:
+        context = lambda: torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)  # noqa: E731
+
+    def run() -> None:
+        with context():
+            work()
+
+    return run
+
+
 def timed(work, repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -84,6 +103,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast, against the bf16 matmul peak")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.set)
@@ -124,8 +144,12 @@ def main() -> None:
         "loss": lambda: sequence_loss(logits.clone().requires_grad_(), batch.tgt_out, smoothing).backward(),
         "clip + Adam": lambda: (torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0), optimizer.step()),
     }
+    if args.bf16:
+        parts = {name: in_bf16(work) for name, work in parts.items()}
+        step = parts["whole update"]
+    peak_dtype = torch.bfloat16 if args.bf16 else torch.float32
     step()
-    peak = matmul_peak(args.threads)
+    peak = matmul_peak(args.threads, dtype=peak_dtype)
     seconds = {name: timed(work, args.steps) for name, work in parts.items()}
     with FlopCounterMode(display=False) as counter:
         step()
@@ -133,9 +157,10 @@ def main() -> None:
     whole = seconds["whole update"]
     shares = {name: round(100 * s / whole, 1) for name, s in seconds.items() if name != "whole update"}
     shares["other (batching, Python, autograd)"] = round(100 - sum(shares.values()), 1)
-    peak = max(peak, matmul_peak(args.threads))
+    peak = max(peak, matmul_peak(args.threads, dtype=peak_dtype))
     print(json.dumps({
         "config": Path(args.config).name, "overrides": args.set, "threads": args.threads,
+        "precision": "bf16" if args.bf16 else "fp32",
         "target_tokens": batch.target_tokens, "update_ms": round(1000 * whole, 1),
         "tgt_tokens_per_s": round(batch.target_tokens / whole, 1), "gflop_per_update": round(flops / 1e9, 2),
         "achieved_gflop_s": round(flops / whole / 1e9, 1), "matmul_peak_gflop_s": round(peak, 1),

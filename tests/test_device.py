@@ -8,8 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from attnmt.device import autocast, choose_precision, cpu_supports_bf16, pick_device
+from attnmt.device import autocast, choose_precision, cpu_supports_bf16, pick_device, precision_name
 from attnmt.errors import AttnmtError
+
+
+def test_the_log_names_precisions_as_configs_do() -> None:
+    assert [precision_name(d) for d in (None, torch.bfloat16, torch.float16)] == ["fp32", "bf16", "fp16"]
 
 
 def test_precision_settings() -> None:

@@ -30,7 +30,7 @@ from attnmt import checkpoint
 from attnmt.checkpoint import Checkpointer
 from attnmt.config import Config, save_config
 from attnmt.data import EncodedCorpus, prepare_data
-from attnmt.device import autocast, choose_precision, pick_device
+from attnmt.device import autocast, choose_precision, pick_device, precision_name
 from attnmt.distributed import LAUNCHED, World, init_world
 from attnmt.errors import ConfigError, Interrupted, ModelDirError, TrainingError
 from attnmt.files import remove_stale_temporaries
@@ -154,7 +154,8 @@ class Trainer:
         processes = f"{world.size} processes x " if world.size > 1 else ""
         self.reporter.message(
             f"model: {config.rnn} {config.decoder} decoder, {model.attention_name} attention, "
-            f"{parameters / 1e6:.1f}M parameters; device {self.device}, precision {self.autocast_dtype or 'fp32'}, "
+            f"{parameters / 1e6:.1f}M parameters; device {self.device}, "
+            f"precision {precision_name(self.autocast_dtype)}, "
             f"{processes}{torch.get_num_threads()} threads"
         )
 
