@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from attnmt.data import make_batch
+from attnmt.device import autocast
 from conftest import exact_match, reversal_pairs, toy_model, train_toy
 
 ATTENTIONS = ["dot", "cosine", "general", "concat", "location", "none"]
@@ -153,3 +154,36 @@ def test_beams_share_their_sentence_memory(
             assert shared_out.attention.weights.shape == copied_out.attention.weights.shape
             if span != "global":
                 assert torch.allclose(shared_out.attention.aligned, copied_out.attention.aligned, atol=1e-5)
+
+
+def _bf16_copies_of_the_source(model: torch.nn.Module, sources: list[list[int]], targets: list[list[int]]) -> int:
+    """How many bf16 tensors shaped like the source batch (B, S, ...) one bf16 forward keeps for backward."""
+    batch = make_batch(sources, targets)
+    copies: set[int] = set()
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.dtype == torch.bfloat16 and tuple(tensor.shape[:2]) == tuple(batch.src.shape):
+            copies.add(tensor.untyped_storage().data_ptr())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        with autocast(torch.device("cpu"), torch.bfloat16):
+            model(batch.src, batch.src_lengths, batch.tgt_in).float().sum().backward()
+    return len(copies)
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+@pytest.mark.parametrize("decoder,attention,input_feeding", [c for c in COMBINATIONS if c[1] != "none"])
+def test_bf16_steps_keep_one_copy_of_the_encoder_memory(
+    decoder: str, attention: str, input_feeding: bool, rnn: str
+) -> None:
+    """Under bf16 autocast the steps share one bf16 copy of the values and keys: 3 or 11 target steps keep as many.
+
+    (A GRU's outputs are fp32, and autocast alone would cast them at every step.)
+    """
+    torch.manual_seed(0)
+    model = toy_model(decoder=decoder, attention=attention, input_feeding=input_feeding, bidirectional=True, rnn=rnn)
+    pairs = reversal_pairs(6, 9, 10, seed=0)
+    sources = [p[0][:-1] + p[0] for p in pairs]  # longer than the targets, so (B, T, ...) never looks like (B, S, ...)
+    short = _bf16_copies_of_the_source(model, sources, [p[1][:2] for p in pairs])
+    assert _bf16_copies_of_the_source(model, sources, [p[1] for p in pairs]) == short

@@ -32,6 +32,7 @@ from torch import nn
 
 from attnmt.attention import Attention, AttentionOutput
 from attnmt.config import ModelConfig
+from attnmt.device import read_shared, shared_copy
 from attnmt.encoder import RNN, RNNState
 from attnmt.local_attention import GlobalSpan, LocalMonotonic, build_span
 from attnmt.vocab import PAD_ID
@@ -60,6 +61,8 @@ class EncoderMemory:
     sentence's keys in one product, and the memory is never copied K times.
     ``shareable`` is False where a step's attention depends on more than its query
     (local-m's window follows the step index), so beams get copies instead.
+    Under autocast ``reduced_outputs`` and ``reduced_keys`` are the values and keys
+    in its dtype, cast once per batch (``device.shared_copy``); None otherwise.
     """
 
     encoder_outputs: torch.Tensor
@@ -67,6 +70,8 @@ class EncoderMemory:
     src_mask: torch.Tensor
     beams: int = 1
     shareable: bool = True
+    reduced_outputs: torch.Tensor | None = None
+    reduced_keys: torch.Tensor | None = None
 
     def for_beams(self, beams: int) -> EncoderMemory:
         """Memory for ``beams`` hypotheses per sentence (rows b * beams + k): shared, or copied."""
@@ -87,6 +92,8 @@ class EncoderMemory:
             encoder_outputs=self.encoder_outputs.index_select(0, rows),
             keys=self.keys.index_select(0, rows),
             src_mask=self.src_mask.index_select(0, rows),
+            reduced_outputs=None,  # other rows: steps cast them again, as autocast does
+            reduced_keys=None,
         )
 
 
@@ -178,7 +185,9 @@ class Decoder(nn.Module):
     def prepare_memory(self, encoder_outputs: torch.Tensor, src_mask: torch.Tensor) -> EncoderMemory:
         """What every step attends to: the values (B, S, H), keys projected once per batch, the mask."""
         keys = self.attention.project_keys(encoder_outputs) if self.attention is not None else encoder_outputs
-        return EncoderMemory(encoder_outputs, keys, src_mask, shareable=not isinstance(self.span, LocalMonotonic))
+        (values, reduced_values), (keys, reduced_keys) = shared_copy(encoder_outputs), shared_copy(keys)
+        shareable = not isinstance(self.span, LocalMonotonic)
+        return EncoderMemory(values, keys, src_mask, 1, shareable, reduced_values, reduced_keys)
 
     def initial_state(self, encoder_final: RNNState) -> DecoderState:
         """The decoder starts from the encoder's final state (the lecture's context vector)."""
@@ -216,7 +225,11 @@ class Decoder(nn.Module):
             together = self._attend(_per_sentence(query, memory.beams), replace(memory, beams=1), first_step)
             return None if together is None else _per_row(together)
         span = self.span(query, memory.src_mask, first_step)
-        attention = self.attention(query, memory.keys, memory.encoder_outputs, span.mask, span.bias)
+        keys, values = (
+            read_shared(memory.keys, memory.reduced_keys),
+            read_shared(memory.encoder_outputs, memory.reduced_outputs),
+        )
+        attention = self.attention(query, keys, values, span.mask, span.bias)
         attention.aligned = span.aligned
         return attention
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -79,3 +80,35 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContext
     if dtype is None:
         return nullcontext()
     return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
+
+
+class _SharedRead(torch.autograd.Function):
+    """One read of a reduced-precision copy made once per batch; its gradient goes back in full precision."""
+
+    @staticmethod
+    def forward(ctx: Any, full: torch.Tensor, reduced: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.dtype = full.dtype
+        return reduced.view_as(reduced)  # no copy: every step's product keeps the same storage for backward
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad.to(ctx.dtype), None
+
+
+def shared_copy(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(full, reduced)`` for a tensor every decoder step reads: fp32, and one detached copy in autocast's dtype.
+
+    Outside autocast ``reduced`` is None. Steps read it through ``read_shared``:
+    autocast would instead cast the tensor anew at every step and keep each copy
+    for the backward pass (35 copies of the encoder outputs on a 35-word batch);
+    a copy shared as an ordinary tensor would sum the steps' gradients in bf16.
+    """
+    device_type = tensor.device.type
+    if not tensor.is_floating_point() or not torch.is_autocast_enabled(device_type):
+        return tensor, None
+    return tensor.float(), tensor.detach().to(torch.get_autocast_dtype(device_type))
+
+
+def read_shared(full: torch.Tensor, reduced: torch.Tensor | None) -> torch.Tensor:
+    """What a step's products read: the shared reduced copy (gradient summed into ``full`` in fp32), or ``full``."""
+    return full if reduced is None else _SharedRead.apply(full, reduced)
