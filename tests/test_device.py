@@ -71,14 +71,15 @@ def test_bf16_training_sums_each_steps_gradient_in_fp32() -> None:
     assert error(cached) > 3 * error(ours)  # measured 0.020: bf16 sums
 
 
-def _gradient_of_many_reads(read: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """The gradient of a (16, 32) tensor that 256 "steps" multiply by, each reading it through ``read``."""
+def _gradient_of_many_reads(share: Callable[[torch.Tensor], Callable[[], torch.Tensor]] | None) -> torch.Tensor:
+    """The gradient of a (16, 32) tensor that 256 "steps" multiply by: in fp32 (``share`` None), or in bf16,
+    each step reading what ``share`` made of it."""
     torch.manual_seed(0)
     full = torch.randn(16, 32, requires_grad=True)
     queries = torch.randn(256, 8, 16)
-    with autocast(torch.device("cpu"), torch.bfloat16):
-        shared = read(full)
-        products = torch.stack([query @ shared(full) for query in queries])  # type: ignore[operator]
+    with autocast(torch.device("cpu"), None if share is None else torch.bfloat16):
+        read = (lambda: full) if share is None else share(full)
+        products = torch.stack([query @ read() for query in queries])
     products.float().square().sum().backward()
     assert full.grad is not None
     return full.grad
@@ -86,21 +87,18 @@ def _gradient_of_many_reads(read: Callable[[torch.Tensor], torch.Tensor]) -> tor
 
 def test_steps_read_one_shared_bf16_copy_and_sum_its_gradients_in_fp32() -> None:
     """``shared_copy``/``read_shared``: no copy per step, and the 256 steps' gradients summed in fp32."""
-    torch.manual_seed(0)
-    full, queries = torch.randn(16, 32, requires_grad=True), torch.randn(256, 8, 16)
-    (queries @ full).square().sum().backward()
-    assert full.grad is not None
-    exact = full.grad
 
-    def shared(tensor: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def shared(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
         tensor, reduced = shared_copy(tensor)
         assert reduced is not None and reduced.dtype == torch.bfloat16
         assert read_shared(tensor, reduced).untyped_storage().data_ptr() == reduced.untyped_storage().data_ptr()
-        return lambda _: read_shared(tensor, reduced)
+        return lambda: read_shared(tensor, reduced)
 
-    def one_bf16_tensor(tensor: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def one_bf16_tensor(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
         reduced = tensor.to(torch.bfloat16)  # an ordinary shared copy: autograd sums in bf16
-        return lambda _: reduced
+        return lambda: reduced
+
+    exact = _gradient_of_many_reads(None)
 
     def error(gradient: torch.Tensor) -> float:
         return float((gradient - exact).norm() / exact.norm())
@@ -108,4 +106,4 @@ def test_steps_read_one_shared_bf16_copy_and_sum_its_gradients_in_fp32() -> None
     ours, plain = _gradient_of_many_reads(shared), _gradient_of_many_reads(one_bf16_tensor)
     assert error(ours) < 0.005  # measured 0.0016
     assert error(plain) > 3 * error(ours)  # measured 0.016
-    assert shared_copy(full)[1] is None  # outside autocast: nothing to share
+    assert shared_copy(torch.ones(2))[1] is None  # outside autocast: nothing to share

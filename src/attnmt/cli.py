@@ -26,9 +26,10 @@ WORKERS_HELP = (
 #: ideep's (bf16 matrix products; ``LRU_CACHE_CAPACITY``, also 1,024). Training
 #: batches have hundreds of shapes, and each primitive holds its work space. With
 #: the defaults the whole ``attnmt quickstart`` peaked at 1,566 MB of RSS in fp32
-#: (748 MB with 16 kept), and bf16 training of the matched model at 1.5x fp32's
-#: peak (0.97x with 16 kept), at the same speed (BENCHMARKS.md, "primitive
-#: caches"). A value the user sets in the environment wins.
+#: (748 MB with 16 kept), and bf16 training of the matched model at 2,040 MB
+#: (853 MB with 16 kept in both), at the same speed (BENCHMARKS.md, "oneDNN's
+#: primitive cache" and "ideep's primitive cache"). A value the user sets in the
+#: environment wins.
 PRIMITIVE_CACHES = (("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16"), ("LRU_CACHE_CAPACITY", "16"))
 
 
