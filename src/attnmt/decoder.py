@@ -185,7 +185,9 @@ class Decoder(nn.Module):
     def prepare_memory(self, encoder_outputs: torch.Tensor, src_mask: torch.Tensor) -> EncoderMemory:
         """What every step attends to: the values (B, S, H), keys projected once per batch, the mask."""
         keys = self.attention.project_keys(encoder_outputs) if self.attention is not None else encoder_outputs
-        (values, reduced_values), (keys, reduced_keys) = shared_copy(encoder_outputs), shared_copy(keys)
+        values, reduced_values = shared_copy(encoder_outputs)
+        # dot, location and no attention use the values as keys: one copy serves both
+        keys, reduced_keys = (values, reduced_values) if keys is encoder_outputs else shared_copy(keys)
         shareable = not isinstance(self.span, LocalMonotonic)
         return EncoderMemory(values, keys, src_mask, 1, shareable, reduced_values, reduced_keys)
 
