@@ -46,6 +46,10 @@ def test_cpu_unless_cuda_is_there() -> None:
             pick_device("cuda")
 
 
+def _relative_error(gradient: torch.Tensor, exact: torch.Tensor) -> float:
+    return float((gradient - exact).norm() / exact.norm())
+
+
 def _recurrent_gradient(context: AbstractContextManager[object]) -> torch.Tensor:
     """The gradient of a GRU's recurrent weight after 256 steps, computed under ``context``."""
     torch.manual_seed(0)
@@ -64,11 +68,8 @@ def test_bf16_training_sums_each_steps_gradient_in_fp32() -> None:
     ours = _recurrent_gradient(autocast(torch.device("cpu"), torch.bfloat16))
     cached = _recurrent_gradient(torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=True))
 
-    def error(gradient: torch.Tensor) -> float:
-        return float((gradient - exact).norm() / exact.norm())
-
-    assert error(ours) < 0.008  # bf16 products, fp32 sums (measured 0.0036)
-    assert error(cached) > 3 * error(ours)  # measured 0.020: bf16 sums
+    assert _relative_error(ours, exact) < 0.008  # bf16 products, fp32 sums (measured 0.0036)
+    assert _relative_error(cached, exact) > 3 * _relative_error(ours, exact)  # measured 0.020: bf16 sums
 
 
 def _gradient_of_many_reads(share: Callable[[torch.Tensor], Callable[[], torch.Tensor]] | None) -> torch.Tensor:
@@ -100,10 +101,7 @@ def test_steps_read_one_shared_bf16_copy_and_sum_its_gradients_in_fp32() -> None
 
     exact = _gradient_of_many_reads(None)
 
-    def error(gradient: torch.Tensor) -> float:
-        return float((gradient - exact).norm() / exact.norm())
-
     ours, plain = _gradient_of_many_reads(shared), _gradient_of_many_reads(one_bf16_tensor)
-    assert error(ours) < 0.005  # measured 0.0016
-    assert error(plain) > 3 * error(ours)  # measured 0.016
+    assert _relative_error(ours, exact) < 0.005  # measured 0.0016
+    assert _relative_error(plain, exact) > 3 * _relative_error(ours, exact)  # measured 0.016
     assert shared_copy(torch.ones(2))[1] is None  # outside autocast: nothing to share
