@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -156,13 +158,15 @@ def test_beams_share_their_sentence_memory(
                 assert torch.allclose(shared_out.attention.aligned, copied_out.attention.aligned, atol=1e-5)
 
 
-def _bf16_copies_of_the_source(model: torch.nn.Module, sources: list[list[int]], targets: list[list[int]]) -> int:
-    """How many bf16 tensors shaped like the source batch (B, S, ...) one bf16 forward keeps for backward."""
+def _bf16_copies(
+    model: torch.nn.Module, sources: list[list[int]], targets: list[list[int]], shapes: Callable[[torch.Size], bool]
+) -> int:
+    """How many bf16 tensors of the wanted ``shapes`` one bf16 forward keeps for backward."""
     batch = make_batch(sources, targets)
     copies: set[int] = set()
 
     def keep(tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.dtype == torch.bfloat16 and tuple(tensor.shape[:2]) == tuple(batch.src.shape):
+        if tensor.dtype == torch.bfloat16 and shapes(tensor.shape):
             copies.add(tensor.untyped_storage().data_ptr())
         return tensor
 
@@ -185,5 +189,48 @@ def test_bf16_steps_keep_one_copy_of_the_encoder_memory(
     model = toy_model(decoder=decoder, attention=attention, input_feeding=input_feeding, bidirectional=True, rnn=rnn)
     pairs = reversal_pairs(6, 9, 10, seed=0)
     sources = [p[0][:-1] + p[0] for p in pairs]  # longer than the targets, so (B, T, ...) never looks like (B, S, ...)
-    short = _bf16_copies_of_the_source(model, sources, [p[1][:2] for p in pairs])
-    assert _bf16_copies_of_the_source(model, sources, [p[1] for p in pairs]) == short
+    source_shape = make_batch(sources, [p[1] for p in pairs]).src.shape
+
+    def like_the_source(shape: torch.Size) -> bool:  # (B, S, ...)
+        return tuple(shape[:2]) == tuple(source_shape)
+
+    short = _bf16_copies(model, sources, [p[1][:2] for p in pairs], like_the_source)
+    assert _bf16_copies(model, sources, [p[1] for p in pairs], like_the_source) == short
+
+
+STEPWISE = [(d, a, f, "global") for d, a, f in COMBINATIONS if d == "bahdanau" or f] + [
+    ("luong", "general", True, "local-p"),
+    ("bahdanau", "concat", False, "local-p"),
+]
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+@pytest.mark.parametrize("decoder,attention,input_feeding,span", STEPWISE)
+def test_bf16_steps_keep_one_copy_of_the_step_weights(
+    decoder: str, attention: str, input_feeding: bool, span: str, rnn: str
+) -> None:
+    """Decoders that run step by step read one bf16 copy of their RNN's, W_c's or W_o's, attention's and
+    local-p's weights per batch (``EncoderMemory.step_parameters``): 3 or 11 target steps keep as many.
+
+    Without it autocast would cast each weight at every step and keep every copy for backward.
+    """
+    torch.manual_seed(0)
+    model = toy_model(decoder=decoder, attention=attention, input_feeding=input_feeding, rnn=rnn, attention_span=span)
+    elsewhere = [*model.encoder.parameters(), model.decoder.embedding.weight, *model.output_layer.parameters()]
+    others = {shape for p in elsewhere for shape in (tuple(p.shape), tuple(p.shape[::-1]))}
+    step_weights = {
+        shape
+        for p in model.decoder.parameters()
+        if p.dim() == 2
+        for shape in (tuple(p.shape), tuple(p.shape[::-1]))
+        if shape not in others
+    }
+    assert step_weights  # the RNN's at least
+    pairs = reversal_pairs(6, 9, 10, seed=0)
+
+    def a_step_weight(shape: torch.Size) -> bool:
+        return tuple(shape) in step_weights
+
+    short = _bf16_copies(model, [p[0] for p in pairs], [p[1][:2] for p in pairs], a_step_weight)
+    assert short >= 1
+    assert _bf16_copies(model, [p[0] for p in pairs], [p[1] for p in pairs], a_step_weight) == short

@@ -11,12 +11,14 @@ from torch import nn
 
 from attnmt.device import (
     autocast,
+    call_shared,
     choose_precision,
     cpu_supports_bf16,
     pick_device,
     precision_name,
     read_shared,
     shared_copy,
+    shared_parameters,
 )
 from attnmt.errors import AttnmtError
 
@@ -105,3 +107,32 @@ def test_steps_read_one_shared_bf16_copy_and_sum_its_gradients_in_fp32() -> None
     assert _relative_error(ours, exact) < 0.005  # measured 0.0016
     assert _relative_error(plain, exact) > 3 * _relative_error(ours, exact)  # measured 0.016
     assert shared_copy(torch.ones(2))[1] is None  # outside autocast: nothing to share
+
+
+def _stepped_gradient(dtype: torch.dtype | None, shared: bool) -> torch.Tensor:
+    """A GRU's recurrent-weight gradient over 64 steps of one call each (as input feeding runs it)."""
+    torch.manual_seed(0)
+    rnn, inputs = nn.GRU(16, 32, batch_first=True), torch.randn(16, 64, 16)
+    with autocast(torch.device("cpu"), dtype):
+        reduced = shared_parameters(rnn) if shared else None
+        state, outputs = None, []
+        for t in range(inputs.size(1)):
+            output, state = call_shared(rnn, reduced, inputs[:, t : t + 1], state)
+            outputs.append(output)
+    torch.cat(outputs, dim=1).float().square().mean().backward()
+    assert rnn.weight_hh_l0.grad is not None
+    return rnn.weight_hh_l0.grad
+
+
+def test_steps_call_a_module_on_one_shared_copy_of_its_weights() -> None:
+    """``shared_parameters``/``call_shared``: one bf16 copy for all steps, the same gradient as a cast per step."""
+    exact, per_step = _stepped_gradient(None, False), _stepped_gradient(torch.bfloat16, False)
+    ours = _stepped_gradient(torch.bfloat16, True)
+    assert _relative_error(ours, per_step) < 1e-5  # the same bf16 products, summed in fp32 in another order
+    assert _relative_error(ours, exact) < 0.01
+    assert shared_parameters(nn.GRU(2, 2)) is None  # outside autocast: nothing to share
+    with autocast(torch.device("cpu"), torch.bfloat16):
+        copies = shared_parameters(nn.GRU(2, 3))
+    assert copies is not None and {name: c.dtype for name, c in copies.items()} == {
+        name: torch.bfloat16 for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    }

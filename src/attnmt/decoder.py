@@ -24,7 +24,7 @@ positions, E embedding size, H hidden size, L layers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -32,7 +32,7 @@ from torch import nn
 
 from attnmt.attention import Attention, AttentionOutput
 from attnmt.config import ModelConfig
-from attnmt.device import read_shared, shared_copy
+from attnmt.device import call_shared, read_shared, shared_copy, shared_parameters
 from attnmt.encoder import RNN, RNNState
 from attnmt.local_attention import GlobalSpan, LocalMonotonic, build_span
 from attnmt.vocab import PAD_ID
@@ -62,7 +62,9 @@ class EncoderMemory:
     ``shareable`` is False where a step's attention depends on more than its query
     (local-m's window follows the step index), so beams get copies instead.
     Under autocast ``reduced_outputs`` and ``reduced_keys`` are the values and keys
-    in its dtype, cast once per batch (``device.shared_copy``); None otherwise.
+    in its dtype, cast once per batch (``device.shared_copy``), and
+    ``step_parameters`` the same for the parameters of the modules every step runs
+    (``Decoder.STEP_MODULES``, ``device.shared_parameters``); None and empty otherwise.
     """
 
     encoder_outputs: torch.Tensor
@@ -72,6 +74,7 @@ class EncoderMemory:
     shareable: bool = True
     reduced_outputs: torch.Tensor | None = None
     reduced_keys: torch.Tensor | None = None
+    step_parameters: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def for_beams(self, beams: int) -> EncoderMemory:
         """Memory for ``beams`` hypotheses per sentence (rows b * beams + k): shared, or copied."""
@@ -169,6 +172,10 @@ def _stack_steps(steps: list[DecoderOutput]) -> DecoderOutput:
 class Decoder(nn.Module):
     """Shared parts: target embedding, dropout, the step loop of teacher forcing."""
 
+    #: The submodules every step runs (those a decoder has): under autocast their
+    #: parameters are cast once per batch (``EncoderMemory.step_parameters``).
+    STEP_MODULES = ("rnn", "W_c", "W_o", "attention", "span")
+
     def __init__(self, vocab_size: int, embedding_size: int, dropout: float, pad_id: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
@@ -189,7 +196,13 @@ class Decoder(nn.Module):
         # dot, location and no attention use the values as keys: one copy serves both
         keys, reduced_keys = (values, reduced_values) if keys is encoder_outputs else shared_copy(keys)
         shareable = not isinstance(self.span, LocalMonotonic)
-        return EncoderMemory(values, keys, src_mask, 1, shareable, reduced_values, reduced_keys)
+        step_parameters = {name: shared_parameters(getattr(self, name, None)) for name in self.STEP_MODULES}
+        reduced = {name: copies for name, copies in step_parameters.items() if copies is not None}
+        return EncoderMemory(values, keys, src_mask, 1, shareable, reduced_values, reduced_keys, reduced)
+
+    def _run(self, name: str, memory: EncoderMemory, *args: Any) -> Any:
+        """Run the step module ``name``, on the batch's shared reduced-precision parameters if there are any."""
+        return call_shared(getattr(self, name), memory.step_parameters.get(name), *args)
 
     def initial_state(self, encoder_final: RNNState) -> DecoderState:
         """The decoder starts from the encoder's final state (the lecture's context vector)."""
@@ -226,12 +239,12 @@ class Decoder(nn.Module):
         if memory.beams > 1:  # the K hypotheses of a sentence query its memory together
             together = self._attend(_per_sentence(query, memory.beams), replace(memory, beams=1), first_step)
             return None if together is None else _per_row(together)
-        span = self.span(query, memory.src_mask, first_step)
+        span = self._run("span", memory, query, memory.src_mask, first_step)
         keys, values = (
             read_shared(memory.keys, memory.reduced_keys),
             read_shared(memory.encoder_outputs, memory.reduced_outputs),
         )
-        attention = self.attention(query, keys, values, span.mask, span.bias)
+        attention = self._run("attention", memory, query, keys, values, span.mask, span.bias)
         attention.aligned = span.aligned
         return attention
 
@@ -293,7 +306,7 @@ class LuongDecoder(Decoder):
         if attention is None or self.W_c is None:
             return DecoderOutput(self.dropout(rnn_outputs), None, rnn_outputs)
         context = attention.context.to(rnn_outputs.dtype)
-        attentional = torch.tanh(self.W_c(torch.cat([context, rnn_outputs], dim=-1)))  # (B, T, H)
+        attentional = torch.tanh(self._run("W_c", memory, torch.cat([context, rnn_outputs], dim=-1)))  # (B, T, H)
         return DecoderOutput(self.dropout(attentional), attention, rnn_outputs)
 
     def step_embedded(
@@ -302,7 +315,7 @@ class LuongDecoder(Decoder):
         rnn_input = embedded  # (B, 1, E)
         if self.input_feeding and state.attentional is not None:
             rnn_input = torch.cat([embedded, state.attentional.unsqueeze(1).to(embedded.dtype)], dim=-1)
-        rnn_output, rnn_state = self.rnn(rnn_input, state.rnn)  # (B, 1, H)
+        rnn_output, rnn_state = self._run("rnn", memory, rnn_input, state.rnn)  # (B, 1, H)
         output = self._attentional_hidden(rnn_output, memory, state.step)
         attentional = output.outputs.squeeze(1) if self.input_feeding else None
         return output, DecoderState(rnn_state, attentional, state.step + 1)
@@ -312,6 +325,7 @@ class LuongDecoder(Decoder):
         if self.input_feeding:
             return super().forward(tgt_in, state, memory)
         embedded = self.dropout(self.embedding(tgt_in))  # (B, T, E)
+        # not on shared parameters: inside one call the RNN's steps would sum their gradients in bf16
         rnn_outputs, _ = self.rnn(embedded, state.rnn)  # (B, T, H)
         return self._attentional_hidden(rnn_outputs, memory, state.step)
 
@@ -365,8 +379,9 @@ class BahdanauDecoder(Decoder):
         rnn_input = embedded
         if attention is not None:
             rnn_input = torch.cat([embedded, attention.context.to(embedded.dtype)], dim=-1)
-        rnn_output, rnn_state = self.rnn(rnn_input, state.rnn)  # s_t: (B, 1, H)
-        output = self.dropout(torch.tanh(self.W_o(torch.cat([rnn_output, rnn_input], dim=-1))))  # t_t: (B, 1, H)
+        rnn_output, rnn_state = self._run("rnn", memory, rnn_input, state.rnn)  # s_t: (B, 1, H)
+        deep_output = self._run("W_o", memory, torch.cat([rnn_output, rnn_input], dim=-1))
+        output = self.dropout(torch.tanh(deep_output))  # t_t: (B, 1, H)
         return DecoderOutput(output, attention, query), DecoderState(rnn_state, step=state.step + 1)
 
 
