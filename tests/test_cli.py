@@ -185,6 +185,29 @@ def test_user_mistakes_give_one_line_and_exit_2(tmp_path: Path, tiny_model_dir: 
     assert_user_error(attnmt(*args, stdin=""), fragment)
 
 
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["translate", "--model", "{tmp}/nothing"], "nothing: model directory not found"),
+        (["translate", "--model", "{model}", "--input", "{tmp}/nope.txt"], "nope.txt: file not found"),
+        (["translate", "--model", "{model}", "--input", "{tmp}"], ": not a file"),
+        (["evaluate", "--model", "{model}", "--src", "{tmp}/a.en", "--ref", "{tmp}/b.de"], "a.en: file not found"),
+        (["evaluate", "--model", "{model}", "--model", "{tmp}/other", "--src", "a", "--ref", "b"], "other: model"),
+        (["explain", "--model", "{tmp}/nothing", "a sentence"], "nothing: model directory not found"),
+        (["serve", "--model", "{tmp}/nothing"], "nothing: model directory not found"),
+    ],
+)
+def test_missing_paths_are_named_before_torch_is_imported(
+    tmp_path: Path, tiny_model_dir: Path, args: list[str], fragment: str
+) -> None:
+    """A mistyped model directory or input file is reported at once (torch's import alone takes 1–3 s)."""
+    argv = [a.format(tmp=tmp_path, model=tiny_model_dir) for a in args]
+    code = "import sys; from attnmt.cli import main; status = main(sys.argv[1:]); print(status, 'torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["2", "False"], result.stdout + result.stderr
+    assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_ctrl_c_saves_and_the_same_command_resumes(tmp_path: Path) -> None:
     import signal
     import time

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from attnmt.config import Config, config_from_dict
-from attnmt.errors import ConfigError, ModelDirError
+from attnmt.errors import ConfigError, ModelDirError, require_model_dir
 from attnmt.files import atomic_output
 from attnmt.model import Seq2Seq
 from attnmt.resume import TrainState
@@ -133,8 +133,7 @@ def check_tokenizer(tokenizer: Tokenizer, payload: dict[str, Any], directory: Pa
 
 def load_model_dir(directory: Path, checkpoint_name: str = "best.pt") -> LoadedModel:
     """Read, check and rebuild a model directory written by ``attnmt train``."""
-    if not directory.is_dir():
-        raise ModelDirError(f"{directory}: model directory not found")
+    require_model_dir(directory)
     path = directory / checkpoint_name
     payload = load(path)
     config = check_payload(payload, path)

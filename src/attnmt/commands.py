@@ -15,8 +15,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from attnmt.errors import AttnmtError, InputError
+from attnmt.errors import AttnmtError, InputError, require_file, require_model_dir
 from attnmt.files import write_text
+
+
+def _check_paths_first(models: list[str] | None, inputs: list[str]) -> None:
+    """Name a missing model directory or input file at once, before torch is imported (1–3 s).
+
+    The library checks the same things later with the same messages; ``-`` (stdin)
+    and ``bundled:`` corpora are left to it.
+    """
+    from attnmt.config import BUNDLED_PREFIX
+
+    for model in models or []:
+        require_model_dir(Path(model).expanduser())
+    for path in inputs:
+        if path != "-" and not path.startswith(BUNDLED_PREFIX):
+            require_file(path, Path(path).expanduser())
 
 
 def _set_threads(threads: int | None) -> None:
@@ -99,6 +114,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def translate(args: argparse.Namespace) -> int:
+    _check_paths_first(args.model, [args.input])
     from attnmt.translator import Translator
 
     _set_threads(args.threads)
@@ -138,6 +154,7 @@ def translate(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    _check_paths_first(args.model, [args.src, args.ref])
     from attnmt.data import read_parallel
     from attnmt.metrics import bleu_by_length
     from attnmt.translator import Translator, evaluate
@@ -181,6 +198,7 @@ def average(args: argparse.Namespace) -> int:
 
 
 def explain(args: argparse.Namespace) -> int:
+    _check_paths_first(None if args.toy or not args.model else [args.model], [])
     from attnmt.explain import explain as explain_sentence
     from attnmt.explain import format_text
     from attnmt.plotting import plot_attention
@@ -234,6 +252,7 @@ def quickstart(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    _check_paths_first(args.model, [])
     import uvicorn
 
     from attnmt.server import create_app

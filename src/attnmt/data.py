@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from attnmt.config import BUNDLED_PREFIX, Config
-from attnmt.errors import ConfigError, DataError
+from attnmt.errors import ConfigError, DataError, require_file
 from attnmt.tokenizer import Tokenizer
 from attnmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -56,8 +56,7 @@ def decode_lines(raw: bytes, name: str) -> list[str]:
 def read_lines(path: str) -> list[str]:
     """All lines of a UTF-8 text file (plain or .gz), without line endings."""
     resolved = resolve_path(path)
-    if not resolved.is_file():
-        raise DataError(f"{path}: file not found" if not resolved.exists() else f"{path}: not a file")
+    require_file(path, resolved)
     try:
         raw = gzip.decompress(resolved.read_bytes()) if resolved.suffix == ".gz" else resolved.read_bytes()
     except (OSError, EOFError, zlib.error) as error:

@@ -1,5 +1,9 @@
 """Errors a user can cause and fix: the CLI prints them as one line and exits 2."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class AttnmtError(Exception):
     """A mistake in the user's input (file, config key, argument), not a bug."""
@@ -41,3 +45,15 @@ class Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+
+
+def require_model_dir(directory: Path) -> None:
+    """A model directory must exist (checked by the library, and by the CLI before it imports torch)."""
+    if not directory.is_dir():
+        raise ModelDirError(f"{directory}: model directory not found")
+
+
+def require_file(path: str, resolved: Path) -> None:
+    """An input file the user named as ``path`` (found at ``resolved``) must exist and be a file."""
+    if not resolved.is_file():
+        raise DataError(f"{path}: file not found" if not resolved.exists() else f"{path}: not a file")
