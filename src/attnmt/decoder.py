@@ -33,6 +33,7 @@ from torch import nn
 from attnmt.attention import Attention, AttentionOutput
 from attnmt.config import ModelConfig
 from attnmt.device import call_shared, read_shared, shared_copy, shared_parameters
+from attnmt.dropout import Dropout
 from attnmt.encoder import RNN, RNNState
 from attnmt.local_attention import GlobalSpan, LocalMonotonic, build_span
 from attnmt.vocab import PAD_ID
@@ -179,7 +180,7 @@ class Decoder(nn.Module):
     def __init__(self, vocab_size: int, embedding_size: int, dropout: float, pad_id: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.attention: Attention | None = None
         self.span: nn.Module = GlobalSpan()  # where attention may look (local_attention.py)
 

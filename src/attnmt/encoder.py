@@ -33,6 +33,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from attnmt.dropout import Dropout
+
 #: Recurrent cell types by config name (``model.rnn``).
 RNN: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -70,7 +72,7 @@ class Encoder(nn.Module):
         self.rnn_type = rnn
         self.bidirectional = bidirectional
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         directions = 2 if bidirectional else 1
         size = hidden_size // directions
         self.layers = nn.ModuleList(
