@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from train_speed import update as train_update  # this folder's script: the same update it times
 
 from attnmt.cli import bound_primitive_caches
 from attnmt.config import load_config
 from attnmt.data import filter_pairs, make_batch, read_parallel, token_batches
-from attnmt.device import autocast, choose_precision
+from attnmt.device import choose_precision
 from attnmt.dropout import Dropout, same_draws
-from attnmt.loss import sequence_loss
 from attnmt.model import Seq2Seq
 from attnmt.tokenizer import Tokenizer
 
@@ -75,13 +75,7 @@ def main() -> None:
     def update(indices: list[int]) -> float:
         batch = make_batch([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices])
         started = time.perf_counter()
-        with autocast(torch.device("cpu"), dtype):
-            logits = model(batch.src, batch.src_lengths, batch.tgt_in)
-        loss = sequence_loss(logits, batch.tgt_out, config.training.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        (loss / batch.target_tokens).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.training.clip_norm)
-        optimizer.step()
+        train_update(model, optimizer, batch, dtype, config.training)
         return time.perf_counter() - started
 
     batches = token_batches(corpus, config.training.batch_tokens, config.training.seed, 0)[: 3 + args.steps]

@@ -24,14 +24,27 @@ from pathlib import Path
 import torch
 
 from attnmt.cli import PRIMITIVE_CACHES, bound_primitive_caches
-from attnmt.config import load_config
-from attnmt.data import filter_pairs, make_batch, read_parallel, token_batches
+from attnmt.config import TrainingConfig, load_config
+from attnmt.data import Batch, filter_pairs, make_batch, read_parallel, token_batches
 from attnmt.device import autocast, choose_precision
 from attnmt.loss import sequence_loss
 from attnmt.model import Seq2Seq
 from attnmt.tokenizer import Tokenizer
 
 ROOT = Path(__file__).parent.parent
+
+
+def update(
+    model: Seq2Seq, optimizer: torch.optim.Optimizer, batch: Batch, dtype: torch.dtype | None, training: TrainingConfig
+) -> None:
+    """One real optimisation step on ``batch``: forward under autocast, loss, backward, clipping, the optimizer."""
+    with autocast(torch.device("cpu"), dtype):
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+    loss = sequence_loss(logits, batch.tgt_out, training.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    (loss / batch.target_tokens).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), training.clip_norm)
+    optimizer.step()
 
 
 def main() -> None:
@@ -77,13 +90,7 @@ def main() -> None:
         if index == args.warmup:
             tokens, started = 0, time.perf_counter()
         batch = make_batch([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices])
-        with autocast(torch.device("cpu"), dtype):
-            logits = model(batch.src, batch.src_lengths, batch.tgt_in)
-        loss = sequence_loss(logits, batch.tgt_out, config.training.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        (loss / batch.target_tokens).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.training.clip_norm)
-        optimizer.step()
+        update(model, optimizer, batch, dtype, config.training)
         tokens += batch.target_tokens
     seconds = time.perf_counter() - started
     print(
