@@ -182,3 +182,41 @@ def test_nproc_shortcut_and_a_failing_process(tmp_path: Path) -> None:
     lines = [line for line in stderr.splitlines() if not line.startswith("[attnmt]")]
     assert len(lines) == 1 and "was killed by signal 9; the others stopped" in lines[0], stderr[-2000:]
     assert "Traceback" not in stderr
+
+
+def test_a_training_process_of_several_ends_through_leave(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Under torchrun, `attnmt train` ends with os._exit (distributed.leave), never the interpreter's shutdown,
+    during which gloo's worker threads abort the process; its status is the one the command would return."""
+    import attnmt.distributed
+    from attnmt.cli import main
+
+    class Left(Exception):
+        pass
+
+    def leave(status: int) -> None:
+        raise Left(status)
+
+    monkeypatch.setattr(attnmt.distributed, "leave", leave)
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(Left) as left:
+        main(["train", "--config", str(tmp_path / "missing.yaml")])  # a user error: one line, status 2
+    assert left.value.args == (2,)
+    monkeypatch.delenv("MASTER_ADDR")  # not under torchrun: a normal return
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_the_failure_named_is_the_cause_not_a_peer_that_lost_contact() -> None:
+    """A killed process and a peer that exited with 1 because it lost contact, seen in the same poll."""
+    from types import SimpleNamespace
+
+    from attnmt.distributed import _cause
+
+    def failure(*endings: tuple[int, float]) -> SimpleNamespace:
+        failures = {rank: SimpleNamespace(exitcode=code, timestamp=when) for rank, (code, when) in enumerate(endings)}
+        return SimpleNamespace(failures=failures)
+
+    assert _cause(failure((1, 5.0), (-9, 5.0)))[0] == 1
+    assert _cause(failure((-15, 6.0), (2, 5.0), (-9, 7.0)))[0] == 1  # the first real cause
+    assert _cause(failure((-15, 5.0), (1, 5.0)))[0] == 1  # a process that failed with 1 on its own
+    assert _cause(failure((-15, 5.0), (-15, 4.0)))[0] == 1  # else the first

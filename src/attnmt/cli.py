@@ -229,6 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.command == "train" and "RANK" in os.environ:
+        from attnmt.distributed import launched_by_torchrun, leave
+
+        if launched_by_torchrun():  # one of several training processes: see leave() for why it ends so
+            try:
+                leave(_run(args))
+            except SystemExit as stop:  # lost its peers; `attnmt train --nproc` names the process
+                leave(stop.code if isinstance(stop.code, int) else 1)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The subcommand's exit status; user mistakes print one line and give 2."""
     try:
         return int(args.handler(args))
     except InputError as error:  # an option out of range: name it as the command line does

@@ -17,11 +17,12 @@ threads unless ``training.threads`` says otherwise.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 
@@ -119,12 +120,48 @@ class TorchWorld(World):
             torch.distributed.destroy_process_group()
 
 
+def _cause(failure: Any) -> tuple[int, Any]:
+    """The process whose failure stopped the others (rank, ``ProcessFailure``).
+
+    The others end with 1 (they lost contact: ``train`` exits so, quietly) or by
+    the agent's SIGTERM, and may be seen in the same poll as the cause, so
+    torch's first failure can be one of them. The cause is the first other
+    ending; failing that, the first exit with 1; failing that, the first.
+    """
+    failures = sorted(failure.failures.items(), key=lambda item: (item[1].timestamp, item[0]))
+    likely = {1: 1, -signal.SIGTERM: 2}
+    return min(failures, key=lambda item: likely.get(item[1].exitcode, 0))
+
+
 #: Set for the workers of ``attnmt train --nproc``: the launching process reports failures.
 LAUNCHED = "ATTNMT_LAUNCHED_BY_NPROC"
 
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+
+
+def leave(status: int) -> NoReturn:
+    """End a training process of several with ``status``, without Python's interpreter shutdown.
+
+    gloo runs collectives on worker threads of its own, and a worker drops its
+    last reference to a finished collective a moment after the caller's wait
+    returned. If that collective's tensors were made in Python, dropping them
+    takes the GIL; once the interpreter shuts down, a thread that asks for the
+    GIL is ended and the C++ runtime aborts the process (SIGABRT, "terminate
+    called without an active exception"; pytorch/pytorch#179291 describes it).
+    ``destroy_process_group`` would join those threads, but DistributedDataParallel
+    keeps the group alive after the group is destroyed (measured with torch
+    2.13.0), so they outlive it. Files are written and closed by then; this
+    flushes the standard streams and ends the process at once, as
+    ``multiprocessing`` ends its children.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    os._exit(status)
 
 
 def init_world(device_setting: str, threads: int) -> World:
@@ -167,7 +204,7 @@ def launch(nproc: int, arguments: list[str]) -> int:
     try:
         elastic_launch(config, sys.executable)("-m", "attnmt", *arguments)
     except ChildFailedError as failure:
-        rank, first = failure.get_first_failure()
+        rank, first = _cause(failure)
         if first.exitcode in (2, 130, 143):  # a user error it explained, or an interruption it saved
             return first.exitcode
         how = f"was killed by signal {-first.exitcode}" if first.exitcode < 0 else f"exited with {first.exitcode}"
