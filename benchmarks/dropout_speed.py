@@ -19,7 +19,9 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,16 +50,10 @@ def call_ms(forward, inputs: torch.Tensor, repeat: int = 30) -> float:
     return 1000 * statistics.median(times)
 
 
-def main() -> None:
-    bound_primitive_caches()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "luong_general.yaml"))
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--precision", default="auto")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    config = load_config(args.config, [f"training.precision={args.precision}"])
+def prepare(config_path: str, precision: str, threads: int) -> tuple[Any, Seq2Seq, Any, Any, torch.dtype | None]:
+    """The config, a fresh model of it, its Adam, its tokenized training corpus, and the autocast dtype."""
+    torch.set_num_threads(threads)
+    config = load_config(config_path, [f"training.precision={precision}"])
     pairs = read_parallel(config.data.train_src, config.data.train_tgt)
     with tempfile.TemporaryDirectory() as directory:
         data = config.data
@@ -69,25 +65,48 @@ def main() -> None:
     torch.manual_seed(config.training.seed)
     model = Seq2Seq.from_config(config.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, data.max_length)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.training.lr, fused=True)
-    dtype = choose_precision(config.training.precision, torch.device("cpu"))
-    model.train()
+    return config, model.train(), optimizer, corpus, choose_precision(config.training.precision, torch.device("cpu"))
 
-    def update(indices: list[int]) -> float:
-        batch = make_batch([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices])
-        started = time.perf_counter()
-        train_update(model, optimizer, batch, dtype, config.training)
-        return time.perf_counter() - started
 
-    batches = token_batches(corpus, config.training.batch_tokens, config.training.seed, 0)[: 3 + args.steps]
-    times: dict[str, list[float]] = {name: [] for name in FORWARDS}
+def alternate(
+    variants: dict[str, Callable[[], None]], prepared: tuple, steps: int, warmup: int = 3
+) -> dict[str, list[float]]:
+    """Seconds of each real update, every batch run once per variant (``variants[name]()`` switches to it),
+    the variants taking turns at going first, torch's generator set to the same state before each."""
+    config, model, optimizer, corpus, dtype = prepared
+    batches = token_batches(corpus, config.training.batch_tokens, config.training.seed, 0)[: warmup + steps]
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for index, indices in enumerate(batches):
+        batch = make_batch([corpus.src[i] for i in indices], [corpus.tgt[i] for i in indices])
         state = torch.get_rng_state()
-        for name in list(FORWARDS)[:: 1 if index % 2 else -1]:
-            Dropout.forward = FORWARDS[name]  # type: ignore[method-assign]
+        for name in list(variants)[:: 1 if index % 2 else -1]:
+            variants[name]()
             torch.set_rng_state(state)
-            seconds = update(indices)
-            if index >= 3:  # after warm-up
-                times[name].append(seconds)
+            started = time.perf_counter()
+            train_update(model, optimizer, batch, dtype, config.training)
+            if index >= warmup:
+                times[name].append(time.perf_counter() - started)
+    return times
+
+
+def main() -> None:
+    bound_primitive_caches()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "configs" / "luong_general.yaml"))
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto")
+    args = parser.parse_args()
+    prepared = prepare(args.config, args.precision, args.threads)
+    dtype = prepared[-1]
+
+    def use(name: str) -> Callable[[], None]:
+        def switch() -> None:
+            Dropout.forward = FORWARDS[name]  # type: ignore[method-assign]
+
+        return switch
+
+    times = alternate({name: use(name) for name in FORWARDS}, prepared, args.steps)
     Dropout.forward = FORWARDS["attnmt Dropout"]  # type: ignore[method-assign]
     inputs = torch.randn(57, 35, 512, dtype=dtype or torch.float32)
     medians = {name: round(1000 * statistics.median(seconds), 1) for name, seconds in times.items()}
