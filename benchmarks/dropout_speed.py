@@ -89,12 +89,18 @@ def alternate(
     return times
 
 
-def main() -> None:
-    bound_primitive_caches()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def ab_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options of an alternating comparison: --config (the matched model's), --steps, --threads."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs" / "luong_general.yaml"))
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def main() -> None:
+    bound_primitive_caches()
+    parser = ab_parser(__doc__)
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
     prepared = prepare(args.config, args.precision, args.threads)

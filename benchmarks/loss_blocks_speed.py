@@ -13,14 +13,13 @@ each and their ratio. Needs a CPU with native bf16 to mean anything.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from dropout_speed import ROOT, alternate, prepare  # this folder's script
+from dropout_speed import ab_parser, alternate, prepare  # this folder's script
 
 import attnmt.loss
 from attnmt.cli import bound_primitive_caches
@@ -34,10 +33,7 @@ def fp32_first(logits: torch.Tensor, target: torch.Tensor, epsilon: float, ignor
 
 def main() -> None:
     bound_primitive_caches()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "luong_general.yaml"))
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = ab_parser(__doc__)
     parser.add_argument("--block", type=int, default=attnmt.loss.BLOCK_ELEMENTS, help="elements per block")
     args = parser.parse_args()
     attnmt.loss.BLOCK_ELEMENTS = args.block
