@@ -28,6 +28,7 @@ vocabulary, 242 vs 254 ms), parity on the smaller quickstart updates.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -108,14 +109,10 @@ class _BlockwiseNLL(torch.autograd.Function):
         valid = target != ignore_index
         safe_target = target.masked_fill(~valid, 0)
         reference = logits.gather(1, safe_target.unsqueeze(1)).squeeze(1).float()  # exact
-        rows, size = logits.size(0), _block_rows(logits)
-        maximum = logits.new_empty((rows, 1), dtype=torch.float32)
+        maximum = logits.new_empty((logits.size(0), 1), dtype=torch.float32)
         normalizer = torch.empty_like(maximum)
-        total = logits.new_empty(rows, dtype=torch.float32) if epsilon > 0 else None
-        work = logits.new_empty((min(rows, size), logits.size(1)), dtype=torch.float32)
-        for start in range(0, rows, size):
-            block = slice(start, start + size)
-            z = work[: logits[block].size(0)].copy_(logits[block])
+        total = logits.new_empty(logits.size(0), dtype=torch.float32) if epsilon > 0 else None
+        for block, z in _fp32_blocks(logits):
             if total is not None:
                 total[block] = z.sum(dim=-1)
             maximum[block], normalizer[block] = _exp_shifted_(z)
@@ -127,18 +124,19 @@ class _BlockwiseNLL(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         logits, maximum, normalizer, target, valid = ctx.saved_tensors
         scale = valid.to(torch.float32) * grad_output
-        size = _block_rows(logits)
-        work = logits.new_empty((min(logits.size(0), size), logits.size(1)), dtype=torch.float32)
-        for start in range(0, logits.size(0), size):
-            block = slice(start, start + size)
-            z = work[: logits[block].size(0)].copy_(logits[block])
+        for block, z in _fp32_blocks(logits):
             z.sub_(maximum[block]).exp_()  # as in forward, so bit for bit the same
             logits[block] = _gradient_(z, normalizer[block], target[block], ctx.epsilon, scale[block])
         return logits, None, None, None  # the gradient, rounded once, over the logits' own memory
 
 
-def _block_rows(logits: torch.Tensor) -> int:
-    return max(1, BLOCK_ELEMENTS // logits.size(1))
+def _fp32_blocks(logits: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Each block of rows of ``logits`` (BLOCK_ELEMENTS at most, whole rows) and its fp32 copy, in one reused buffer."""
+    rows, size = logits.size(0), max(1, BLOCK_ELEMENTS // logits.size(1))
+    work = logits.new_empty((min(rows, size), logits.size(1)), dtype=torch.float32)
+    for start in range(0, rows, size):
+        block = slice(start, start + size)
+        yield block, work[: logits[block].size(0)].copy_(logits[block])
 
 
 def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor, epsilon: float, ignore_index: int) -> torch.Tensor:
