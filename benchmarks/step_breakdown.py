@@ -1,6 +1,6 @@
 """Where a training step's time goes, and the FLOP/s it achieves against this machine's matmul peak.
 
-    python benchmarks/step_breakdown.py [--config configs/quickstart.yaml] [--steps 12] [--threads 2] [--bf16]
+    python benchmarks/step_breakdown.py [--config configs/quickstart.yaml] [--steps 12] [--threads 2] [--bf16|--onednn]
 
 Times, on the same real batches, the whole update and its parts run alone
 (forward + backward each): the encoder RNN, the decoder (RNN and attention), the
@@ -9,7 +9,9 @@ autograd book-keeping). FLOPs are counted by torch's FlopCounterMode for matrix
 products plus the RNN layers' 2 x gates x (input + hidden) per token and
 direction (x 3 for forward + backward) for LSTMs, whose fused kernel torch does not
 count. ``--bf16`` runs every part under attnmt's bf16 autocast, as training does
-where the CPU has native bf16, and measures the peak with bf16 products.
+where the CPU has native bf16, and measures the peak with bf16 products;
+``--onednn`` runs everything, the peak included, with fp32 products on oneDNN
+(``attnmt.products``, as ``matmul: auto`` trains on AMD CPUs with AVX-512).
 Prints one JSON line. The code measured is
 the installed attnmt: point PYTHONPATH at another checkout to measure it instead.
 """
@@ -104,7 +106,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast, against the bf16 matmul peak")
+    parser.add_argument("--onednn", action="store_true", help="fp32 products on oneDNN, its peak too")
     args = parser.parse_args()
+    if args.onednn:
+        from attnmt.products import onednn_products  # not in checkouts from before it
+
+        onednn_products().__enter__()  # for the whole run (the process ends with it)
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.set)
     pairs = read_parallel(config.data.train_src, config.data.train_tgt)
@@ -160,7 +167,7 @@ def main() -> None:
     peak = max(peak, matmul_peak(args.threads, dtype=peak_dtype))
     print(json.dumps({
         "config": Path(args.config).name, "overrides": args.set, "threads": args.threads,
-        "precision": "bf16" if args.bf16 else "fp32",
+        "precision": "bf16" if args.bf16 else "fp32", "fp32_products": "onednn" if args.onednn else "torch",
         "target_tokens": batch.target_tokens, "update_ms": round(1000 * whole, 1),
         "tgt_tokens_per_s": round(batch.target_tokens / whole, 1), "gflop_per_update": round(flops / 1e9, 2),
         "achieved_gflop_s": round(flops / whole / 1e9, 1), "matmul_peak_gflop_s": round(peak, 1),

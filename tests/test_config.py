@@ -39,6 +39,8 @@ def test_required_example_configs_exist() -> None:
         ({"training": {"decay_start": 0.7}}, r"training\.decay_start: only the cosine .*is plateau"),
         ({"modle": {}}, r"unknown section 'modle'"),
         ({"data": {"vocab_size": 100}}, r"data\.vocab_size: must be at least 300"),
+        ({"training": {"matmul": "mkl"}}, r"training\.matmul: 'mkl' is not allowed; choose one of auto, torch, onednn"),
+        ({"decoding": {"matmul": "blas"}}, r"decoding\.matmul: 'blas' is not allowed; choose one of auto, torch"),
     ],
 )
 def test_bad_keys_and_values_are_named(raw: dict, message: str) -> None:

@@ -10,6 +10,7 @@ import torch
 from attnmt.data import pad
 from attnmt.decoder import EncoderMemory
 from attnmt.model import Seq2Seq
+from attnmt.products import onednn_available, onednn_products
 from attnmt.search import _Beams, beam_search, greedy_search, length_penalty, max_output_lengths
 from attnmt.vocab import BOS_ID, EOS_ID
 from conftest import DEVICES, reversal_pairs, toy_model
@@ -29,12 +30,18 @@ def _run(model: Seq2Seq, sources: list[list[int]], beam: int, alpha: float = 0.0
     return beam_search(model, src, lengths, limits, beam, alpha, nbest, record_attention=True)
 
 
+#: Where the fp32 products run: torch's default library, or oneDNN (products.py).
+PRODUCTS = ["torch", *(["onednn"] if onednn_available() else [])]
+
+
+@pytest.mark.parametrize("products", PRODUCTS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
-def test_beam_one_is_greedy(trained_reverser: Seq2Seq, alpha: float, device: str) -> None:
+def test_beam_one_is_greedy(trained_reverser: Seq2Seq, alpha: float, device: str, products: str) -> None:
     sources = _sources(40, seed=5)
-    greedy = _run(trained_reverser, sources, beam=0, alpha=alpha, device=device)
-    beam = _run(trained_reverser, sources, beam=1, alpha=alpha, device=device)
+    with onednn_products(products == "onednn"):
+        greedy = _run(trained_reverser, sources, beam=0, alpha=alpha, device=device)
+        beam = _run(trained_reverser, sources, beam=1, alpha=alpha, device=device)
     assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
     assert [g[0].score for g in greedy] == pytest.approx([b[0].score for b in beam], abs=1e-4)
 
@@ -47,13 +54,18 @@ def test_beam_one_is_greedy_on_an_untrained_model() -> None:
     assert [g[0].tokens for g in _run(model, sources, 0)] == [b[0].tokens for b in _run(model, sources, 1, 0.6)]
 
 
+@pytest.mark.parametrize("products", PRODUCTS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("beam", [0, 1, 4])
-def test_sentence_translates_the_same_alone_or_in_a_batch(trained_reverser: Seq2Seq, beam: int, device: str) -> None:
+def test_sentence_translates_the_same_alone_or_in_a_batch(
+    trained_reverser: Seq2Seq, beam: int, device: str, products: str
+) -> None:
     sources = _sources(30, seed=7)
-    batched = _run(trained_reverser, sources, beam, device=device)
+    with onednn_products(products == "onednn"):
+        batched = _run(trained_reverser, sources, beam, device=device)
     for index in (0, 5, 17, 29):
-        alone = _run(trained_reverser, [sources[index]], beam, device=device)
+        with onednn_products(products == "onednn"):
+            alone = _run(trained_reverser, [sources[index]], beam, device=device)
         assert alone[0][0].tokens == batched[index][0].tokens
         assert alone[0][0].score == pytest.approx(batched[index][0].score, abs=1e-4)
         assert torch.allclose(alone[0][0].attention, batched[index][0].attention, atol=1e-5)

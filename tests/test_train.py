@@ -47,10 +47,11 @@ def test_checkpoints_load_with_weights_only(tiny_model_dir: Path) -> None:
     assert "optimizer" in torch.load(tiny_model_dir / "last.pt", weights_only=True)
 
 
-def test_resume_continues_the_same_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("matmul", ["torch", "onednn"])
+def test_resume_continues_the_same_run(tmp_path: Path, matmul: str) -> None:
     """40 steps in one go == 20 steps, stop, rerun to 40 (dropout and batch order included)."""
     paths = write_tiny_corpus(tmp_path)
-    settings = {"valid_every": 15, "log_every": 5}  # the stop at step 20 is not a validation step
+    settings = {"valid_every": 15, "log_every": 5, "matmul": matmul}  # the stop at step 20 is not a validation step
     model_settings = {"dropout": 0.2}
 
     def config(max_steps: int):

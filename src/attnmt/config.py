@@ -93,6 +93,7 @@ class TrainingConfig:
     accumulate_steps: int = 1
     seed: int = 1
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    matmul: Literal["auto", "torch", "onednn"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0
 
@@ -106,6 +107,7 @@ class DecodingConfig:
     max_length_ratio: float = 1.5
     max_length_extra: int = 10
     batch_size: int = 64
+    matmul: Literal["auto", "torch", "onednn"] = "auto"
 
 
 @dataclass

@@ -36,6 +36,7 @@ import torch
 from attnmt import limits
 from attnmt.data import pad
 from attnmt.errors import InputError
+from attnmt.products import onednn_products
 from attnmt.selection import best_continuations
 from attnmt.vocab import BOS_ID, EOS_ID
 from attnmt.workers import ordered_map, resolve_workers
@@ -93,6 +94,7 @@ class DecodingOptions:
     max_length_ratio: float = 1.5
     max_length_extra: int = 10
     batch_size: int = 64
+    onednn: bool = False  # fp32 products on oneDNN (``products.py``); the same translations
 
     @classmethod
     def from_config(cls, decoding: Any) -> DecodingOptions:
@@ -113,12 +115,8 @@ class DecodingOptions:
         length_penalty: float | None = None,
     ) -> Any:
         """A copy with the given values replaced (None keeps the current one)."""
-        changes: dict[str, Any] = {
-            "beam": beam,
-            "nbest": nbest,
-            "batch_size": batch_size,
-            "length_penalty": length_penalty,
-        }
+        changes: dict[str, Any] = {"beam": beam, "nbest": nbest, "batch_size": batch_size}
+        changes["length_penalty"] = length_penalty
         return replace(self, **{key: value for key, value in changes.items() if value is not None})
 
     def check(self) -> DecodingOptions:
@@ -393,7 +391,8 @@ def search(
     chunks = [order[start : start + options.batch_size] for start in range(0, len(order), options.batch_size)]
 
     def run(chunk: list[int]) -> list[list[Hypothesis]]:
-        return _search_batch(model, [src_ids[i] for i in chunk], options, device, record_attention)
+        with onednn_products(options.onednn):  # here, in the process and thread that decodes
+            return _search_batch(model, [src_ids[i] for i in chunk], options, device, record_attention)
 
     found = {i: hyps for chunk, done in zip(chunks, ordered_map(run, chunks, workers)) for i, hyps in zip(chunk, done)}
     return [found[i] for i in range(len(src_ids))]

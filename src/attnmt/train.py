@@ -36,6 +36,7 @@ from attnmt.errors import ConfigError, Interrupted, ModelDirError, TrainingError
 from attnmt.files import remove_stale_temporaries
 from attnmt.loop import INTERRUPTED, Loop, Stop, Update
 from attnmt.model import Seq2Seq
+from attnmt.products import choose_onednn, onednn_products
 from attnmt.reporting import Reporter
 from attnmt.resume import TrainState, check_resumable, restore_random_state
 from attnmt.rundir import RunLock, check_out_dir, truncate_log
@@ -74,12 +75,15 @@ class Trainer:
         self.reporter = Reporter(out_dir / "train_log.jsonl", progress, self.world.is_main)
         self.device = pick_device(config.training.device, self.world.local_rank)
         self.autocast_dtype = choose_precision(config.training.precision, self.device)
+        # fp32 products on oneDNN where it is the faster library; autocast's products are there already
+        self.onednn = choose_onednn(config.training.matmul, self.device) and self.autocast_dtype is None
 
     def autocast(self) -> AbstractContextManager[object]:
         return autocast(self.device, self.autocast_dtype)
 
     def run(self) -> TrainResult:
         with ExitStack() as held:
+            held.enter_context(onednn_products(self.onednn))
             resuming = self.world.on_main(lambda: self._open_run_directory(held))
             torch.manual_seed(self.config.training.seed + self.world.rank)
             random.seed(self.config.training.seed + self.world.rank)
@@ -155,7 +159,7 @@ class Trainer:
         self.reporter.message(
             f"model: {config.rnn} {config.decoder} decoder, {model.attention_name} attention, "
             f"{parameters / 1e6:.1f}M parameters; device {self.device}, "
-            f"precision {precision_name(self.autocast_dtype)}, "
+            f"precision {precision_name(self.autocast_dtype)}{' (products on oneDNN)' if self.onednn else ''}, "
             f"{processes}{torch.get_num_threads()} threads"
         )
 

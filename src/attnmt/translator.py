@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from attnmt.device import pick_device
 from attnmt.ensemble import Ensemble
 from attnmt.errors import InputError, ModelDirError
 from attnmt.model import Seq2Seq
+from attnmt.products import choose_onednn
 from attnmt.quantize import check_quantization, quantize_int8
 from attnmt.reporting import best_bleu_from_log
 from attnmt.search import DecodingOptions, Hypothesis, search
@@ -140,6 +141,7 @@ class Translator:
             else sum(p.numel() for p in model.parameters())
         )
         self.quantization: str | None = None
+        self.onednn = choose_onednn(config.decoding.matmul, device, "decoding.matmul")  # fp32 products
         self.name = model_dir.name if model_dir is not None else "model"  # shown to people: never a full path
 
     @classmethod
@@ -195,7 +197,7 @@ class Translator:
         length_penalty: float | None = None,
     ) -> Any:
         """The model's decoding settings with the given values replaced, checked."""
-        defaults = DecodingOptions.from_config(self.config.decoding)
+        defaults = replace(DecodingOptions.from_config(self.config.decoding), onednn=self.onednn)
         return defaults.with_overrides(beam, nbest, batch_size, length_penalty).check()
 
     def translations(
