@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -108,10 +109,11 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast, against the bf16 matmul peak")
     parser.add_argument("--onednn", action="store_true", help="fp32 products on oneDNN, its peak too")
     args = parser.parse_args()
+    held = ExitStack()  # for the whole run
     if args.onednn:
         from attnmt.products import onednn_products  # not in checkouts from before it
 
-        onednn_products().__enter__()  # for the whole run (the process ends with it)
+        held.enter_context(onednn_products())
     torch.set_num_threads(args.threads)
     config = load_config(args.config, args.set)
     pairs = read_parallel(config.data.train_src, config.data.train_tgt)
@@ -173,6 +175,7 @@ def main() -> None:
         "achieved_gflop_s": round(flops / whole / 1e9, 1), "matmul_peak_gflop_s": round(peak, 1),
         "share_of_peak": round(flops / whole / 1e9 / peak, 2), "percent_of_update": shares,
     }))  # fmt: skip
+    held.close()
 
 
 if __name__ == "__main__":
