@@ -1,7 +1,7 @@
 """Decoding throughput and BLEU of a trained model on Multi30k test2016.
 
     python benchmarks/decode_speed.py --model runs/quickstart [--beams 1 5] [--threads 2] [--quantize none int8]
-                                      [--flops] [--workers 1|N|auto] [--repeats 3]
+                                      [--matmul torch onednn] [--flops] [--workers 1|N|auto] [--repeats 3]
 
 Times ``Translator.translate`` on the 1,000 test sentences (model already loaded;
 batches of 64 sentences sorted by length) and prints one JSON line per beam size
@@ -13,11 +13,15 @@ With ``--flops`` it also counts the fp32 floating-point work of each search once
 (torch's FlopCounterMode for the matrix products, plus the fused LSTM kernels it
 cannot see) and reports the achieved GFLOP/s against this machine's fp32 matmul
 peak measured in the same run (int8: the same work divided by its time).
+``--matmul torch onednn`` also times the fp32 products on each library
+(``attnmt.products``; default: the model's ``decoding.matmul``), prints the
+torch / oneDNN ratios and how many translations the two give alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import time
@@ -29,6 +33,7 @@ from attnmt.cli import bound_primitive_caches
 from attnmt.data import read_parallel
 from attnmt.metrics import corpus_scores
 from attnmt.model import Seq2Seq
+from attnmt.products import choose_onednn
 
 
 def main() -> None:
@@ -42,11 +47,17 @@ def main() -> None:
     parser.add_argument("--flops", action="store_true", help="count the work and report GFLOP/s against the peak")
     parser.add_argument("--workers", default="1", help="decoding processes: a number or auto (default 1)")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--matmul", nargs="+", default=[], choices=["torch", "onednn"])
     args = parser.parse_args()
     args.workers = args.workers if args.workers == "auto" else int(args.workers)
     torch.set_num_threads(args.threads)
     args.work = {}
-    translators = {q: Translator.load(args.model, quantize=None if q == "none" else q) for q in args.quantize}
+    translators = {}
+    for q, matmul in itertools.product(args.quantize, args.matmul or ["model's"]):
+        name = q if len(args.matmul) < 2 else f"{q} {matmul}"
+        translators[name] = Translator.load(args.model, quantize=None if q == "none" else q)
+        if args.matmul:
+            translators[name].onednn = choose_onednn(matmul, translators[name].device, "--matmul")
     pairs = read_parallel("bundled:multi30k/test_2016_flickr.en.gz", "bundled:multi30k/test_2016_flickr.de.gz")
     sources, references = [p[0] for p in pairs], [p[1] for p in pairs]
     for translator in translators.values():
@@ -58,17 +69,33 @@ def main() -> None:
         args.work = {beam: decoding_flops(fp32, sources, beam, args.batch_size) for beam in args.beams}
         print(json.dumps({"matmul_peak_gflop_s": round(matmul_peak(args.threads), 1)}), flush=True)
     fastest: dict[str, float] = {}
+    outputs: dict[str, list[str]] = {}
     for _ in range(args.repeats):
         for beam in args.beams:
-            for quantization, translator in translators.items():
-                seconds = report(translator, sources, references, beam, quantization, args)
-                key = f"{quantization} beam {beam}"
+            for name, translator in translators.items():
+                key = f"{name} beam {beam}"
+                seconds, outputs[key] = report(translator, sources, references, beam, name, args)
                 fastest[key] = min(fastest.get(key, seconds), seconds)
-    if args.repeats > 1:
-        ratios = {
+    if args.repeats > 1 or len(args.matmul) > 1:
+        print(json.dumps({"fastest_seconds": fastest, **comparisons(fastest, outputs, args)}))
+
+
+def comparisons(fastest: dict[str, float], outputs: dict[str, list[str]], args) -> dict[str, object]:
+    """int8 / fp32 speed ratios, or torch / oneDNN ones with the number of identical translations."""
+    if len(args.matmul) > 1:
+        pairs = [(f"{q} torch beam {b}", f"{q} onednn beam {b}") for q in args.quantize for b in args.beams]
+        return {
+            f"torch/onednn {torch_key.replace(' torch', '')}": {
+                "ratio": round(fastest[torch_key] / fastest[onednn_key], 2),
+                "identical": sum(a == b for a, b in zip(outputs[torch_key], outputs[onednn_key])),
+            }
+            for torch_key, onednn_key in pairs
+        }
+    if {"none", "int8"} <= set(args.quantize):
+        return {
             f"int8/fp32 beam {b}": round(fastest[f"none beam {b}"] / fastest[f"int8 beam {b}"], 2) for b in args.beams
         }
-        print(json.dumps({"fastest_seconds": fastest, **(ratios if {"none", "int8"} <= set(translators) else {})}))
+    return {}
 
 
 def decoding_flops(translator: Translator, sources: list[str], beam: int, batch_size: int) -> float:
@@ -93,7 +120,7 @@ def decoding_flops(translator: Translator, sources: list[str], beam: int, batch_
 
 def report(
     translator: Translator, sources: list[str], references: list[str], beam: int, quantization: str, args
-) -> float:
+) -> tuple[float, list[str]]:
     started = time.perf_counter()
     hypotheses = translator.translate(sources, beam=beam, batch_size=args.batch_size, workers=args.workers)
     seconds = time.perf_counter() - started
@@ -115,7 +142,7 @@ def report(
         ),
         flush=True,
     )
-    return seconds
+    return seconds, hypotheses
 
 
 def flop_rate(flops: float | None, seconds: float) -> dict[str, float]:

@@ -67,6 +67,15 @@ def test_translate_quantize_choices(tiny_model_dir: Path, quantize: str) -> None
     assert len(result.stdout.splitlines()) == 1
 
 
+def test_translate_matmul_choices_write_the_same_lines(tiny_model_dir: Path) -> None:
+    lines = "red dog\n\nthe big cat sits on a small bird\nblue bird\n"
+    options = ["translate", "--model", str(tiny_model_dir), "--beam", "2", "--workers", "2"]
+    outputs = [attnmt(*options, "--matmul", matmul, stdin=lines) for matmul in ("torch", "onednn", "auto")]
+    assert all(result.returncode == 0 for result in outputs), outputs[-1].stderr
+    assert outputs[0].stdout == outputs[1].stdout == outputs[2].stdout and len(outputs[0].stdout.split("\n")) == 5
+    assert_user_error(attnmt(*options, "--matmul", "mkl", stdin=lines), "--matmul")
+
+
 @pytest.mark.parametrize("workers", [["--workers", "2"], ["--workers", "auto", "--threads", "2"], []])
 def test_translate_with_workers_writes_the_same_lines(tiny_model_dir: Path, workers: list[str]) -> None:
     lines = "red dog\n\nthe big cat sits on a small bird\nblue bird\na green dog jumps\n" * 3

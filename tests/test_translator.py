@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnmt import Translator
+from attnmt import Translator, products
 from attnmt.errors import InputError, ModelDirError
 from conftest import tiny_translate
 
@@ -125,3 +126,18 @@ def _cached_translator(model_dir: Path) -> Translator:
     if model_dir not in _TRANSLATORS:
         _TRANSLATORS[model_dir] = Translator.load(model_dir)
     return _TRANSLATORS[model_dir]
+
+
+@pytest.mark.parametrize("matmul", ["auto", "torch", "onednn"])
+def test_matmul_says_where_fp32_products_run(tiny_model_dir: Path, matmul: str) -> None:
+    """auto: oneDNN where it pays, never under int8; the translations are the same either way."""
+    if matmul == "onednn" and not products.onednn_available():
+        pytest.skip("this torch build has no oneDNN matmul")
+    fp32, int8 = Translator.load(tiny_model_dir, matmul=matmul), Translator.load(tiny_model_dir, quantize="int8")
+    expected = {"auto": products.auto_onednn(torch.device("cpu")), "torch": False, "onednn": True}[matmul]
+    assert fp32.onednn == expected and not int8.onednn  # int8 leaves little fp32 work: torch's under auto
+    assert Translator.load(tiny_model_dir, quantize="int8", matmul=matmul).onednn == (matmul == "onednn")
+    texts = ["red dog", "the big cat sits", "a dog runs under the green bird"]
+    assert fp32.translate(texts, beam=3) == Translator.load(tiny_model_dir, matmul="torch").translate(texts, beam=3)
+    with pytest.raises(InputError, match="matmul: choose one of auto, torch, onednn"):
+        Translator.load(tiny_model_dir, matmul="mkl")

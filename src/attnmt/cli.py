@@ -16,6 +16,7 @@ from attnmt import __version__, commands
 from attnmt.errors import AttnmtError, InputError, Interrupted
 
 QUANTIZE_HELP = "int8: decode with int8 weights, activations quantised row by row (CPU); none (the default): fp32"
+MATMUL_HELP = "where fp32 products run on a CPU: auto (oneDNN where it pays), torch, onednn (default decoding.matmul)"
 WORKERS_HELP = (
     "decode batches in N single-threaded processes side by side (CPU, Linux); "
     "default auto: one per --threads there, else 1"
@@ -127,6 +128,7 @@ def _add_translate(subparsers: Any) -> None:
     translate.add_argument("--attention", metavar="FILE.jsonl", help="also write tokens and attention weights")
     translate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     translate.add_argument("--quantize", choices=["none", "int8"], help=QUANTIZE_HELP)
+    translate.add_argument("--matmul", choices=["auto", "torch", "onednn"], help=MATMUL_HELP)
     translate.add_argument("--threads", type=_positive, help="CPU threads for torch")
     translate.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
     translate.set_defaults(handler=commands.translate)
@@ -155,6 +157,7 @@ def _add_evaluate(subparsers: Any) -> None:
     evaluate.add_argument("--plot", metavar="FILE.png|FILE.svg", help="with --by-length: plot BLEU against length")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     evaluate.add_argument("--quantize", choices=["none", "int8"], help=QUANTIZE_HELP)
+    evaluate.add_argument("--matmul", choices=["auto", "torch", "onednn"], help=MATMUL_HELP)
     evaluate.add_argument("--threads", type=_positive, help="CPU threads for torch")
     evaluate.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
     evaluate.set_defaults(handler=commands.evaluate)
@@ -196,6 +199,7 @@ def _add_serve(subparsers: Any) -> None:
     serve.add_argument("--queue-size", type=_positive, default=1024, help="queued sentences before 503 (default 1024)")
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--quantize", choices=["none", "int8"], help=QUANTIZE_HELP)
+    serve.add_argument("--matmul", choices=["auto", "torch", "onednn"], help=MATMUL_HELP)
     serve.add_argument("--threads", type=_positive, help="CPU threads for torch")
     serve.add_argument("--workers", type=_workers, default="auto", help=WORKERS_HELP)
     serve.set_defaults(handler=commands.serve)

@@ -118,7 +118,7 @@ def translate(args: argparse.Namespace) -> int:
     from attnmt.translator import Translator
 
     _set_threads(args.threads)
-    translator = Translator.load(args.model, device=args.device, quantize=args.quantize)
+    translator = Translator.load(args.model, device=args.device, quantize=args.quantize, matmul=args.matmul)
     beam = translator.options(beam=args.beam).beam
     if args.nbest > beam:
         raise AttnmtError(f"--nbest {args.nbest} needs --beam of at least {args.nbest} (the beam is {beam})")
@@ -169,7 +169,7 @@ def evaluate(args: argparse.Namespace) -> int:
     groups = [[m] for m in args.model] if args.separately else [args.model]
     series = {}
     for group in groups:
-        translator = Translator.load(group, device=args.device, quantize=args.quantize)
+        translator = Translator.load(group, device=args.device, quantize=args.quantize, matmul=args.matmul)
         beam = translator.options(beam=args.beam).beam
         hypotheses, result = evaluate(
             translator, sources, references, beam, args.batch_size, args.length_penalty, args.workers
@@ -263,7 +263,7 @@ def serve(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     api_key = args.api_key or os.environ.get("ATTNMT_API_KEY") or None
     _check_port_free(args.host, args.port)
-    translator = Translator.load(args.model, device=args.device, quantize=args.quantize)
+    translator = Translator.load(args.model, device=args.device, quantize=args.quantize, matmul=args.matmul)
     workers = resolve_workers(args.workers, translator.device)
     name = translator.name
     if not api_key and not _is_loopback(args.host):
