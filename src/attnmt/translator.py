@@ -178,8 +178,6 @@ class Translator:
         model = members[0] if len(members) == 1 else Ensemble(members)
         translator = cls(model, first.tokenizer, first.config, target, directories[0])
         translator.parameter_count, translator.quantization = parameters, quantize
-        # int8 leaves few fp32 products, which ran 3 % slower on oneDNN: auto keeps torch's there
-        translator.onednn = translator.onednn and not (quantize and first.config.decoding.matmul == "auto")
         translator.name = " + ".join(directory.resolve().name for directory in directories)
         bleu = first.payload.get("best_valid_bleu")
         translator.training_record = {
