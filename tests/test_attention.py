@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from attnmt import attention as attention_module
 from attnmt.attention import (
     ATTENTION,
     ConcatAttention,
@@ -14,9 +15,12 @@ from attnmt.attention import (
     DotAttention,
     GeneralAttention,
     LocationAttention,
+    batched_product,
     build_attention,
     masked_softmax,
 )
+from attnmt.data import pad
+from conftest import toy_model
 
 H = 6
 
@@ -149,3 +153,37 @@ def test_unknown_attention_names_the_choices() -> None:
     with pytest.raises(ValueError, match="dot"):
         build_attention("nope", H, H, 10)
     assert build_attention("none", H, H, 10) is None
+
+
+@pytest.mark.parametrize("keys_transposed", [True, False])
+@pytest.mark.parametrize("sizes", [(57, 512, 37), (3, 5, 7), (1, 1, 1)])
+def test_one_row_products_give_bmm_gradients_to_the_bit(sizes: tuple[int, int, int], keys_transposed: bool) -> None:
+    """The outer-product gradient of ``batched_product`` is torch.bmm's, bit for bit."""
+    torch.manual_seed(0)
+    rows, inner, columns = sizes
+    a = torch.randn(rows, 1, inner, requires_grad=True)
+    stored = torch.randn(rows, columns, inner) if keys_transposed else torch.randn(rows, inner, columns)
+    stored.requires_grad_()
+    b = stored.transpose(1, 2) if keys_transposed else stored
+    grad = torch.randn(rows, 1, columns)
+    expected = torch.autograd.grad(torch.bmm(a, b), [a, stored], grad)
+    found = torch.autograd.grad(batched_product(a, b), [a, stored], grad)
+    assert torch.equal(batched_product(a, b), torch.bmm(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(found, expected))
+
+
+@pytest.mark.parametrize("name", ["dot", "general", "cosine"])
+def test_a_step_by_step_decoder_trains_with_the_same_bits(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(3)
+    model = toy_model(attention=name, input_feeding=True)
+    src, lengths = pad([[4, 5, 6, 2], [7, 8, 2]])
+    tgt_in = torch.tensor([[1, 9, 10, 11], [1, 12, 13, 0]])
+
+    def gradients() -> list[torch.Tensor]:
+        model.zero_grad()
+        model(src, lengths, tgt_in).logsumexp(-1).sum().backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    found = gradients()
+    monkeypatch.setattr(attention_module, "batched_product", torch.bmm)
+    assert all(torch.equal(x, y) for x, y in zip(found, gradients()))

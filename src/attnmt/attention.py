@@ -30,6 +30,7 @@ Dimension letters: B batch, T target steps, S source positions, H hidden size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,6 +66,35 @@ def masked_softmax(scores: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.
     mask = src_mask.unsqueeze(1) if src_mask.dim() == 2 else src_mask
     masked = scores.float().masked_fill(~mask, float("-inf"))
     return masked, torch.softmax(masked, dim=-1)
+
+
+class _OneRowProduct(torch.autograd.Function):
+    """torch.bmm(a, b) for one row per item, a (B, 1, K); b's gradient formed as the outer product it is.
+
+    That gradient, a^T g, is (B, K, 1) x (B, 1, N): a batched product one term
+    deep, which torch.bmm runs at a fraction of the speed of the same elementwise
+    products (the same numbers: each is one multiplication). A decoder that runs
+    step by step makes two per step (the keys' and the values' gradients).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a, b)
+        return torch.bmm(a, b)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # type: ignore[override]
+        a, b = ctx.saved_tensors
+        grad_a = torch.bmm(grad, b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_b = a.transpose(1, 2) * grad if ctx.needs_input_grad[1] else None  # (B, K, 1) x (B, 1, N), as bmm has it
+        return grad_a, grad_b
+
+
+def batched_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.bmm(a, b) of (B, T, K) and (B, K, N); for one step in fp32 training, via ``_OneRowProduct``."""
+    if a.size(1) == 1 and torch.is_grad_enabled() and not torch.is_autocast_enabled(a.device.type):
+        return _OneRowProduct.apply(a, b)
+    return torch.bmm(a, b)
 
 
 def _require_equal_sizes(name: str, query_size: int, key_size: int) -> None:
@@ -104,7 +134,7 @@ class Attention(nn.Module):
         if bias is not None:
             scores = scores.float() + bias
         scores, weights = masked_softmax(scores, src_mask)
-        context = torch.bmm(weights.to(values.dtype), values)  # (B, T, H)
+        context = batched_product(weights.to(values.dtype), values)  # (B, T, H)
         return AttentionOutput(context=context, weights=weights, scores=scores)
 
 
@@ -119,7 +149,7 @@ class DotAttention(Attention):
         return cls()
 
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(query, keys.transpose(1, 2))  # (B, T, S)
+        return batched_product(query, keys.transpose(1, 2))  # (B, T, S)
 
 
 class CosineAttention(Attention):
@@ -146,7 +176,7 @@ class CosineAttention(Attention):
         return F.normalize(encoder_outputs, dim=-1)
 
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        cosine = torch.bmm(F.normalize(query, dim=-1), keys.transpose(1, 2))  # (B, T, S)
+        cosine = batched_product(F.normalize(query, dim=-1), keys.transpose(1, 2))  # (B, T, S)
         return cosine * self.log_scale.exp()
 
 
@@ -170,7 +200,7 @@ class GeneralAttention(Attention):
         return self.W_a(encoder_outputs)  # (B, S, H)
 
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        return torch.bmm(query, keys.transpose(1, 2))  # (B, T, S)
+        return batched_product(query, keys.transpose(1, 2))  # (B, T, S)
 
 
 class ConcatAttention(Attention):
