@@ -115,8 +115,7 @@ class DecodingOptions:
         length_penalty: float | None = None,
     ) -> Any:
         """A copy with the given values replaced (None keeps the current one)."""
-        changes: dict[str, Any] = {"beam": beam, "nbest": nbest, "batch_size": batch_size}
-        changes["length_penalty"] = length_penalty
+        changes: dict[str, Any] = dict(beam=beam, nbest=nbest, batch_size=batch_size, length_penalty=length_penalty)
         return replace(self, **{key: value for key, value in changes.items() if value is not None})
 
     def check(self) -> DecodingOptions:
