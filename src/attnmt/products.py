@@ -18,7 +18,7 @@ primitive does not take as they are (an ``addmm`` whose added matrix is not a
 bias row, scaled products) run on torch's own kernels, bit for bit as before.
 Training (``training.matmul``, fp32 only) and decoding (``decoding.matmul``)
 use it where ``onednn_pays``: measured there, fp32 updates of the matched model
-1.5x faster, decoding test2016 1.7-1.8x faster with the same translations.
+1.5x faster, decoding test2016 1.4-1.8x faster with the same translations.
 
 The rerouting is torch.library's: kernels registered for aten::mm and aten::addmm
 on the CPU, once per process, which hand back to torch's kernels (``mm.out``,
