@@ -11,26 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from contextlib import AbstractContextManager, nullcontext
 
 import torch
+from step_breakdown import matmul_peak  # this folder's script
 
 from attnmt.device import cpu_supports_bf16
 from attnmt.products import auto_onednn, onednn_available, onednn_products
-
-
-def gflops(size: int, dtype: torch.dtype, library: AbstractContextManager[object], repeats: int) -> float:
-    """GFLOP/s of a size x size product in ``dtype``, inside ``library`` (best of ``repeats``)."""
-    a = torch.randn(size, size).to(dtype)
-    best = float("inf")
-    with library:
-        a @ a  # warm-up
-        for _ in range(repeats):
-            started = time.perf_counter()
-            a @ a
-            best = min(best, time.perf_counter() - started)
-    return round(2 * size**3 / best / 1e9, 2)
 
 
 def main() -> None:
@@ -45,11 +31,13 @@ def main() -> None:
         "threads": args.threads,
         "native_bf16": cpu_supports_bf16(),
         "matmul_auto_picks_onednn": auto_onednn(cpu),
-        "float32_gflops": gflops(args.size, torch.float32, nullcontext(), 5),
+        "float32_gflops": round(matmul_peak(args.threads, args.size), 2),
     }
     if onednn_available():
-        result["float32_onednn_gflops"] = gflops(args.size, torch.float32, onednn_products(), 5)
-    result["bfloat16_gflops"] = gflops(args.size, torch.bfloat16, nullcontext(), 1)
+        with onednn_products():
+            result["float32_onednn_gflops"] = round(matmul_peak(args.threads, args.size), 2)
+    # emulated bf16 (no native support) takes a minute a product at 2048: time it once
+    result["bfloat16_gflops"] = round(matmul_peak(args.threads, args.size, torch.bfloat16, repeats=1), 2)
     print(json.dumps(result))
 
 

@@ -15,7 +15,9 @@ import statistics
 from contextlib import ExitStack
 from pathlib import Path
 
-from dropout_speed import ab_parser, alternate, prepare  # this folder's script
+import torch
+from dropout_speed import ab_parser, alternate, prepare  # this folder's scripts
+from peers import cpu_flags
 
 from attnmt.cli import bound_primitive_caches
 from attnmt.products import auto_onednn, onednn_products
@@ -37,13 +39,12 @@ def main() -> None:
     times = alternate({"mkl": mkl, "onednn": onednn}, prepared, args.steps)
     stack.close()
     medians = {name: round(1000 * statistics.median(seconds), 1) for name, seconds in times.items()}
-    flags = Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split()
     report = {
         "config": Path(args.config).name,
         "threads": args.threads,
         "updates_each": args.steps,
-        "cpu_flags": [f for f in flags if f.startswith(("avx512f", "avx512_bf16", "amx", "avx2"))],
-        "auto_picks_onednn": auto_onednn(__import__("torch").device("cpu")),
+        "cpu_flags": cpu_flags(),
+        "auto_picks_onednn": auto_onednn(torch.device("cpu")),
         "median_update_ms": medians,
         "mkl_over_onednn": round(medians["mkl"] / medians["onednn"], 3),
     }

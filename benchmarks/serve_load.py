@@ -29,13 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from peers import cpu_flags  # this folder's script
 
 ROOT = Path(__file__).parent.parent
-
-
-def cpu_flags() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in text) or "unknown"
 
 
 def sentences(count: int) -> list[str]:

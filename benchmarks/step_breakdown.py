@@ -44,12 +44,12 @@ ROOT = Path(__file__).parent.parent
 GATES = {"lstm": 4}
 
 
-def matmul_peak(threads: int, size: int = 2048, dtype: torch.dtype = torch.float32) -> float:
-    """The best of five timings of a size x size matrix product in ``dtype`` (GFLOP/s)."""
+def matmul_peak(threads: int, size: int = 2048, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """The best of ``repeats`` timings of a size x size matrix product in ``dtype`` (GFLOP/s)."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     best = float("inf")
-    for _ in range(5):
+    for _ in range(repeats):
         started = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - started)
