@@ -33,7 +33,6 @@ from attnmt.cli import bound_primitive_caches
 from attnmt.data import read_parallel
 from attnmt.metrics import corpus_scores
 from attnmt.model import Seq2Seq
-from attnmt.products import choose_onednn
 
 
 def main() -> None:
@@ -55,9 +54,8 @@ def main() -> None:
     translators = {}
     for q, matmul in itertools.product(args.quantize, args.matmul or ["model's"]):
         name = q if len(args.matmul) < 2 else f"{q} {matmul}"
-        translators[name] = Translator.load(args.model, quantize=None if q == "none" else q)
-        if args.matmul:
-            translators[name].onednn = choose_onednn(matmul, translators[name].device, "--matmul")
+        quantize, products = None if q == "none" else q, matmul if args.matmul else None
+        translators[name] = Translator.load(args.model, quantize=quantize, matmul=products)
     pairs = read_parallel("bundled:multi30k/test_2016_flickr.en.gz", "bundled:multi30k/test_2016_flickr.de.gz")
     sources, references = [p[0] for p in pairs], [p[1] for p in pairs]
     for translator in translators.values():
