@@ -423,3 +423,19 @@ def test_the_command_bounds_onednn_primitive_caches_unless_the_user_did(
         main(["--version"])
     for name, default in PRIMITIVE_CACHES:
         assert os.environ[name] == (users or default)
+
+
+def test_only_the_command_process_freezes_its_heap_at_the_end(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``main()`` as the process spares shutdown its last collection; ``main(argv)`` from Python leaves gc alone."""
+    import gc
+
+    from attnmt.cli import main
+
+    missing = str(tmp_path / "missing.jsonl")
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    assert main(["plot", missing, "--out", str(tmp_path / "a.png")]) == 2
+    assert frozen == []
+    monkeypatch.setattr(sys, "argv", ["attnmt", "plot", missing, "--out", str(tmp_path / "a.png")])
+    assert main() == 2
+    assert frozen == [True]

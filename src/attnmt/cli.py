@@ -7,6 +7,7 @@ User mistakes (bad arguments, missing files, wrong config keys) print one line
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import typing
@@ -241,7 +242,23 @@ def main(argv: list[str] | None = None) -> int:
                 leave(_run(args))
             except SystemExit as stop:  # lost its peers; `attnmt train --nproc` names the process
                 leave(stop.code if isinstance(stop.code, int) else 1)
-    return _run(args)
+    status = _run(args)
+    if argv is None:  # this process is the command and ends now
+        skip_last_collection()
+    return status
+
+
+def skip_last_collection() -> None:
+    """Spare the interpreter's shutdown a garbage collection over torch's objects.
+
+    When a process that imported torch ends, Python's last collection walks
+    every object torch made (hundreds of thousands): 0.27 s of a 1.5 s
+    ``attnmt translate`` of one sentence, measured with torch 2.13.0. The command's files
+    are closed by now; freezing the heap moves what is left out of the
+    collector's sight, and the operating system frees it with the process.
+    ``atexit`` handlers and the flushing of standard streams still run.
+    """
+    gc.freeze()
 
 
 def _run(args: argparse.Namespace) -> int:
