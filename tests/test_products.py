@@ -134,3 +134,62 @@ def test_the_setting_is_checked() -> None:
     assert choose_onednn("auto", cpu) == products.auto_onednn(cpu)
     with pytest.raises(AttnmtError, match=r"^decoding.matmul: onednn is for a CPU"):
         choose_onednn("onednn", cuda, "decoding.matmul")
+
+
+def _layers() -> nn.Module:
+    torch.manual_seed(2)
+    return nn.ModuleDict({"rnn": nn.GRU(16, 24, batch_first=True), "output": nn.Linear(24, 50)})
+
+
+def _decode(layers: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    states, _ = layers["rnn"](inputs)
+    return layers["output"](states)
+
+
+def test_packed_weights_give_the_products_of_the_weights_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every weight matrix of the linear layers and RNNs is packed once, found by identity, and agrees to fp32."""
+    layers = _layers().eval()
+    packed = products.packed_weights(layers)
+    assert packed is products.packed_weights(layers)  # made once per model
+    assert products.packed_weights(object()) is None
+    assert len(packed.entries) == 3  # the GRU's two matrices and the output layer's; no biases
+    found: list[bool] = []
+    find = products.PackedWeights.find
+    monkeypatch.setattr(products.PackedWeights, "find", lambda self, w: found.append(find(self, w) is not None))
+    inputs = torch.randn(9, 5, 16)
+    with torch.no_grad():
+        plain = _decode(layers, inputs)
+        with onednn_products(True, packed):
+            fast = _decode(layers, inputs)
+    assert found and all(found)
+    assert torch.allclose(fast, plain, rtol=1e-5, atol=1e-6)
+    with onednn_products(True, packed), torch.no_grad():
+        found.clear()
+        torch.randn(4, 24) @ torch.randn(24, 50)  # not a packed weight: read in place
+    assert found == [False]
+
+
+@pytest.mark.skipif(not products.auto_onednn(torch.device("cpu")), reason="measured on the CPUs auto chooses it for")
+def test_with_packed_weights_a_row_does_not_depend_on_the_other_rows() -> None:
+    layers = _layers().eval()
+    packed = products.packed_weights(layers)
+    inputs = torch.randn(40, 3, 16)
+    with torch.no_grad(), onednn_products(True, packed):
+        together = _decode(layers, inputs)
+        for rows in (1, 2, 5, 17):
+            assert torch.equal(_decode(layers, inputs[:rows]), together[:rows])
+
+
+def test_a_weight_changed_in_place_is_read_again() -> None:
+    layers = _layers()
+    packed = products.packed_weights(layers)
+    with torch.no_grad():
+        layers["output"].weight.mul_(-2.0)  # as an optimiser step would
+    assert not packed.current()
+    inputs = torch.randn(6, 4, 16)
+    with torch.no_grad():
+        expected = _decode(layers, inputs)
+        with onednn_products(True, packed):  # the stale copy is not used
+            assert torch.allclose(_decode(layers, inputs), expected, rtol=1e-5, atol=1e-6)
+    renewed = products.packed_weights(layers)
+    assert renewed is not packed and renewed.current()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from contextlib import AbstractContextManager
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from attnmt.data import pad
 from attnmt.decoder import EncoderMemory
 from attnmt.model import Seq2Seq
-from attnmt.products import onednn_available, onednn_products
+from attnmt.products import onednn_available, onednn_products, packed_weights
 from attnmt.search import _Beams, beam_search, greedy_search, length_penalty, max_output_lengths
 from attnmt.vocab import BOS_ID, EOS_ID
 from conftest import DEVICES, reversal_pairs, toy_model
@@ -30,8 +31,13 @@ def _run(model: Seq2Seq, sources: list[list[int]], beam: int, alpha: float = 0.0
     return beam_search(model, src, lengths, limits, beam, alpha, nbest, record_attention=True)
 
 
-#: Where the fp32 products run: torch's default library, or oneDNN (products.py).
-PRODUCTS = ["torch", *(["onednn"] if onednn_available() else [])]
+#: Where the fp32 products run: torch's default library, or oneDNN (products.py), with weights packed as search does.
+PRODUCTS = ["torch", *(["onednn", "onednn packed"] if onednn_available() else [])]
+
+
+def _products(products: str, model: Seq2Seq) -> AbstractContextManager[None]:
+    packed = packed_weights(model) if products == "onednn packed" else None
+    return onednn_products(products != "torch", packed)
 
 
 @pytest.mark.parametrize("products", PRODUCTS)
@@ -39,7 +45,7 @@ PRODUCTS = ["torch", *(["onednn"] if onednn_available() else [])]
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
 def test_beam_one_is_greedy(trained_reverser: Seq2Seq, alpha: float, device: str, products: str) -> None:
     sources = _sources(40, seed=5)
-    with onednn_products(products == "onednn"):
+    with _products(products, trained_reverser):
         greedy = _run(trained_reverser, sources, beam=0, alpha=alpha, device=device)
         beam = _run(trained_reverser, sources, beam=1, alpha=alpha, device=device)
     assert [g[0].tokens for g in greedy] == [b[0].tokens for b in beam]
@@ -61,10 +67,10 @@ def test_sentence_translates_the_same_alone_or_in_a_batch(
     trained_reverser: Seq2Seq, beam: int, device: str, products: str
 ) -> None:
     sources = _sources(30, seed=7)
-    with onednn_products(products == "onednn"):
+    with _products(products, trained_reverser):
         batched = _run(trained_reverser, sources, beam, device=device)
     for index in (0, 5, 17, 29):
-        with onednn_products(products == "onednn"):
+        with _products(products, trained_reverser):
             alone = _run(trained_reverser, [sources[index]], beam, device=device)
         assert alone[0][0].tokens == batched[index][0].tokens
         assert alone[0][0].score == pytest.approx(batched[index][0].score, abs=1e-4)

@@ -28,7 +28,7 @@ from attnmt.decoder import EncoderMemory
 from attnmt.errors import InputError
 from attnmt.local_attention import window_bounds
 from attnmt.model import Seq2Seq
-from attnmt.products import onednn_products
+from attnmt.products import onednn_products, packed_weights
 from attnmt.search import DecodingOptions, max_output_lengths, search
 from attnmt.translator import Translator, check_texts
 from attnmt.vocab import BOS_ID, EOS_ID
@@ -151,10 +151,9 @@ def explain(
     forced = _forced_tokens(translator, src_ids, reference, options)
     lengths = torch.tensor([len(src_ids)])
     limit = int(max_output_lengths(lengths, options.max_length_ratio, options.max_length_extra)[0])
-    with onednn_products(options.onednn):  # the products translate uses
-        memory, steps, output_ids = trace(
-            translator.models[0], src_ids, tokenizer.tgt_piece, forced, limit, top_k, translator.device
-        )
+    model = translator.models[0]
+    with onednn_products(options.onednn, packed_weights(model) if options.onednn else None):  # as translate
+        memory, steps, output_ids = trace(model, src_ids, tokenizer.tgt_piece, forced, limit, top_k, translator.device)
     for step in steps:
         del step["probs"]
     result: dict[str, Any] = {

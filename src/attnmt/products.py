@@ -24,12 +24,21 @@ The rerouting is torch.library's: kernels registered for aten::mm and aten::addm
 on the CPU, once per process, which hand back to torch's kernels (``mm.out``,
 ``addmm.out``) unless ``onednn_products`` is active in the calling thread.
 Dimension letters: M rows, K shared, N columns.
+
+While decoding, the weights do not change, and ``PackedWeights`` keeps each
+weight matrix of a model's linear layers and RNNs in the layout oneDNN's
+kernels read (a reorder it otherwise redoes in every product). Measured on one
+core of the machine above: 7-14 % faster products at 64-320 rows, 1.4-2x at
+5-20 rows, as beams finish; the same bits for two rows or more, and a row's
+result no longer depends on the number of rows (a single row is otherwise
+summed in another order).
 """
 
 from __future__ import annotations
 
 import threading
 import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +96,10 @@ def _onednn(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torc
     """
     linear = _LINEAR
     a, b = _plain(a), _plain(b)
+    packed: PackedWeights | None = getattr(_state, "packed", None)
+    layout = packed.find(b.t()) if packed is not None else None
+    if layout is not None:
+        return linear(a, layout, bias, "none", [], "")
     if bias is None and a.stride(0) == 1 and a.size(1) > 1 and b.numel() + a.size(0) * b.size(1) < a.numel():
         return linear(b.t().contiguous(), a, None, "none", [], "").t().contiguous()
     return linear(a, b.t(), bias, "none", [], "")
@@ -167,15 +180,80 @@ def choose_onednn(setting: str, device: torch.device, key: str = "training.matmu
     return auto_onednn(device)
 
 
+def _key(weight: torch.Tensor) -> tuple[int, ...]:
+    return (weight.data_ptr(), *weight.shape, *weight.stride())
+
+
+class PackedWeights:
+    """A model's fp32 weight matrices W (N, K) in oneDNN's layout, for products X W^T while decoding.
+
+    Made once per model (``packed_weights``) from the weights of its ``nn.Linear``
+    layers and RNNs on the CPU. A product uses the packed copy only if its W is
+    one of these very tensors, unchanged since (the tensor's version counter):
+    after an optimiser step the product reads W itself again.
+    """
+
+    #: The rows oneDNN is told to expect; measured: 5, 64 and 320 give the same speed and bits.
+    ROWS_HINT = 64
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        reorder = torch.ops.mkldnn._reorder_linear_weight
+        self.entries: dict[tuple[int, ...], tuple[torch.Tensor, int, torch.Tensor]] = {}
+        for layer in module.modules():
+            if not isinstance(layer, (torch.nn.Linear, torch.nn.RNNBase)):
+                continue
+            for weight in layer.parameters(recurse=False):
+                if weight.dim() == 2 and weight.dtype == torch.float32 and weight.device.type == "cpu":
+                    with torch.no_grad():
+                        layout = reorder(weight.detach(), self.ROWS_HINT)
+                    self.entries[_key(weight)] = (weight, weight._version, layout)
+
+    def current(self) -> bool:
+        """True while no weight was changed in place since packing."""
+        return all(weight._version == version for weight, version, _ in self.entries.values())
+
+    def find(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The packed copy of ``weight`` (N, K), or None if it is not one of the packed weights as they were."""
+        entry = self.entries.get(_key(weight))
+        if entry is None or entry[0]._version != entry[1]:
+            return None
+        return entry[2]
+
+
+_packed: weakref.WeakKeyDictionary[torch.nn.Module, PackedWeights] = weakref.WeakKeyDictionary()
+_pack_lock = threading.Lock()
+
+
+def packed_weights(model: Any) -> PackedWeights | None:
+    """``model``'s packed weights (made on first use, remade after its weights changed); None if not a CPU module.
+
+    The copies live as long as the model: with forked decoding workers they are
+    made once, before the fork, and shared.
+    """
+    if not isinstance(model, torch.nn.Module) or not onednn_available():
+        return None
+    with _pack_lock:
+        packed = _packed.get(model)
+        if packed is None or not packed.current():
+            packed = _packed[model] = PackedWeights(model)
+    return packed
+
+
 @contextmanager
-def onednn_products(enabled: bool = True) -> Iterator[None]:
-    """Within this block, this thread's fp32 CPU ``mm`` and ``addmm`` (and their gradients) run on oneDNN."""
+def onednn_products(enabled: bool = True, packed: PackedWeights | None = None) -> Iterator[None]:
+    """Within this block, this thread's fp32 CPU ``mm`` and ``addmm`` (and their gradients) run on oneDNN.
+
+    With ``packed`` (decoding), products with those weights read their packed copies.
+    """
     if not enabled or not onednn_available():
         yield
         return
     _register()
+    outer = getattr(_state, "packed", None)
     _state.depth = getattr(_state, "depth", 0) + 1
+    _state.packed = packed if packed is not None else outer
     try:
         yield
     finally:
         _state.depth -= 1
+        _state.packed = outer

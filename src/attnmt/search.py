@@ -36,7 +36,7 @@ import torch
 from attnmt import limits
 from attnmt.data import pad
 from attnmt.errors import InputError
-from attnmt.products import onednn_products
+from attnmt.products import onednn_products, packed_weights
 from attnmt.selection import best_continuations
 from attnmt.vocab import BOS_ID, EOS_ID
 from attnmt.workers import ordered_map, resolve_workers
@@ -389,8 +389,10 @@ def search(
     order = sorted(range(len(src_ids)), key=lambda i: -len(src_ids[i]))
     chunks = [order[start : start + options.batch_size] for start in range(0, len(order), options.batch_size)]
 
+    packed = packed_weights(model) if options.onednn else None  # before any fork: the workers share it
+
     def run(chunk: list[int]) -> list[list[Hypothesis]]:
-        with onednn_products(options.onednn):  # here, in the process and thread that decodes
+        with onednn_products(options.onednn, packed):  # here, in the process and thread that decodes
             return _search_batch(model, [src_ids[i] for i in chunk], options, device, record_attention)
 
     found = {i: hyps for chunk, done in zip(chunks, ordered_map(run, chunks, workers)) for i, hyps in zip(chunk, done)}
