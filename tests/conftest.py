@@ -11,6 +11,7 @@ import torch
 
 from attnmt.config import config_from_dict
 from attnmt.model import Seq2Seq
+from attnmt.products import PackedWeights
 from attnmt.vocab import EOS_ID
 
 #: Small models train fastest on one thread (no OpenMP hand-offs for tiny matmuls).
@@ -178,3 +179,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = config_from_dict(tiny_config(paths))
     train(config, directory / "model", progress=False)
     return directory / "model"
+
+
+def record_packed_finds(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each product found a packed weight (``PackedWeights.find`` still answers)."""
+    found: list[bool] = []
+    find = PackedWeights.find
+
+    def recording(self: PackedWeights, weight: torch.Tensor) -> torch.Tensor | None:
+        layout = find(self, weight)
+        found.append(layout is not None)
+        return layout
+
+    monkeypatch.setattr(PackedWeights, "find", recording)
+    return found

@@ -11,6 +11,7 @@ from torch import nn
 from attnmt import products
 from attnmt.errors import AttnmtError
 from attnmt.products import choose_onednn, onednn_pays, onednn_products
+from conftest import record_packed_finds
 
 pytestmark = pytest.mark.skipif(not products.onednn_available(), reason="this torch build has no oneDNN matmul")
 
@@ -149,13 +150,9 @@ def _decode(layers: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 def test_packed_weights_give_the_products_of_the_weights_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every weight matrix of the linear layers and RNNs is packed once, found by identity, and agrees to fp32."""
     layers = _layers().eval()
-    packed = products.packed_weights(layers)
-    assert packed is products.packed_weights(layers)  # made once per model
-    assert products.packed_weights(object()) is None
+    packed = products.PackedWeights([layers])
     assert len(packed.entries) == 3  # the GRU's two matrices and the output layer's; no biases
-    found: list[bool] = []
-    find = products.PackedWeights.find
-    monkeypatch.setattr(products.PackedWeights, "find", lambda self, w: found.append(find(self, w) is not None))
+    found = record_packed_finds(monkeypatch)
     inputs = torch.randn(9, 5, 16)
     with torch.no_grad():
         plain = _decode(layers, inputs)
@@ -172,7 +169,7 @@ def test_packed_weights_give_the_products_of_the_weights_themselves(monkeypatch:
 @pytest.mark.skipif(not products.auto_onednn(torch.device("cpu")), reason="measured on the CPUs auto chooses it for")
 def test_with_packed_weights_a_row_does_not_depend_on_the_other_rows() -> None:
     layers = _layers().eval()
-    packed = products.packed_weights(layers)
+    packed = products.PackedWeights([layers])
     inputs = torch.randn(40, 3, 16)
     with torch.no_grad(), onednn_products(True, packed):
         together = _decode(layers, inputs)
@@ -182,14 +179,14 @@ def test_with_packed_weights_a_row_does_not_depend_on_the_other_rows() -> None:
 
 def test_a_weight_changed_in_place_is_read_again() -> None:
     layers = _layers()
-    packed = products.packed_weights(layers)
+    packed = products.PackedWeights([layers])
+    weight = layers["output"].weight
+    assert packed.find(weight) is not None
     with torch.no_grad():
-        layers["output"].weight.mul_(-2.0)  # as an optimiser step would
-    assert not packed.current()
+        weight.mul_(-2.0)  # as load_state_dict or a (non-fused) optimiser step would
+    assert packed.find(weight) is None
     inputs = torch.randn(6, 4, 16)
     with torch.no_grad():
         expected = _decode(layers, inputs)
         with onednn_products(True, packed):  # the stale copy is not used
             assert torch.allclose(_decode(layers, inputs), expected, rtol=1e-5, atol=1e-6)
-    renewed = products.packed_weights(layers)
-    assert renewed is not packed and renewed.current()

@@ -11,7 +11,7 @@ import torch
 from attnmt.data import pad
 from attnmt.decoder import EncoderMemory
 from attnmt.model import Seq2Seq
-from attnmt.products import onednn_available, onednn_products, packed_weights
+from attnmt.products import PackedWeights, onednn_available, onednn_products
 from attnmt.search import _Beams, beam_search, greedy_search, length_penalty, max_output_lengths
 from attnmt.vocab import BOS_ID, EOS_ID
 from conftest import DEVICES, reversal_pairs, toy_model
@@ -36,7 +36,7 @@ PRODUCTS = ["torch", *(["onednn", "onednn packed"] if onednn_available() else []
 
 
 def _products(products: str, model: Seq2Seq) -> AbstractContextManager[None]:
-    packed = packed_weights(model) if products == "onednn packed" else None
+    packed = PackedWeights([model]) if products == "onednn packed" else None
     return onednn_products(products != "torch", packed)
 
 

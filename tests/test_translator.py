@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from attnmt import Translator, products
 from attnmt.errors import InputError, ModelDirError
-from conftest import tiny_translate
+from conftest import record_packed_finds, tiny_translate
 
 
 def test_translate_keeps_order_and_empty_lines(tiny_model_dir: Path) -> None:
@@ -140,3 +140,17 @@ def test_matmul_says_where_fp32_products_run(tiny_model_dir: Path, matmul: str) 
     assert fp32.translate(texts, beam=3) == Translator.load(tiny_model_dir, matmul="torch").translate(texts, beam=3)
     with pytest.raises(InputError, match="matmul: choose one of auto, torch, onednn"):
         Translator.load(tiny_model_dir, matmul="mkl")
+
+
+@pytest.mark.skipif(not products.onednn_available(), reason="this torch build has no oneDNN matmul")
+def test_the_weights_are_packed_once_and_give_the_same_translations(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packed = Translator.load(tiny_model_dir, matmul="onednn")
+    assert Translator.load(tiny_model_dir, matmul="torch").packed_weights() is None
+    made = packed.packed_weights()
+    assert made is not None and made is packed.packed_weights()
+    used = record_packed_finds(monkeypatch)
+    texts = ["ab cd ef", "g", "hij kl", "m n o p q"]
+    assert packed.translate(texts, beam=3) == Translator.load(tiny_model_dir, matmul="torch").translate(texts, beam=3)
+    assert used and all(used)

@@ -28,7 +28,7 @@ from attnmt.decoder import EncoderMemory
 from attnmt.errors import InputError
 from attnmt.local_attention import window_bounds
 from attnmt.model import Seq2Seq
-from attnmt.products import onednn_products, packed_weights
+from attnmt.products import onednn_products
 from attnmt.search import DecodingOptions, max_output_lengths, search
 from attnmt.translator import Translator, check_texts
 from attnmt.vocab import BOS_ID, EOS_ID
@@ -50,7 +50,7 @@ def _forced_tokens(
     if reference is not None:
         return translator.tokenizer.encode_tgt([reference])[0] + [EOS_ID]
     if options.beam > 1 or len(translator.models) > 1:
-        best = search(translator.model, [src_ids], options, translator.device)[0][0]
+        best = search(translator.model, [src_ids], options, translator.device, packed=translator.packed_weights())[0][0]
         return best.tokens + [EOS_ID]
     return None
 
@@ -151,9 +151,10 @@ def explain(
     forced = _forced_tokens(translator, src_ids, reference, options)
     lengths = torch.tensor([len(src_ids)])
     limit = int(max_output_lengths(lengths, options.max_length_ratio, options.max_length_extra)[0])
-    model = translator.models[0]
-    with onednn_products(options.onednn, packed_weights(model) if options.onednn else None):  # as translate
-        memory, steps, output_ids = trace(model, src_ids, tokenizer.tgt_piece, forced, limit, top_k, translator.device)
+    with onednn_products(options.onednn, translator.packed_weights()):  # the products translate uses
+        memory, steps, output_ids = trace(
+            translator.models[0], src_ids, tokenizer.tgt_piece, forced, limit, top_k, translator.device
+        )
     for step in steps:
         del step["probs"]
     result: dict[str, Any] = {

@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -185,21 +184,24 @@ def _key(weight: torch.Tensor) -> tuple[int, ...]:
 
 
 class PackedWeights:
-    """A model's fp32 weight matrices W (N, K) in oneDNN's layout, for products X W^T while decoding.
+    """Models' fp32 weight matrices W (N, K) in oneDNN's layout, for products X W^T while decoding.
 
-    Made once per model (``packed_weights``) from the weights of its ``nn.Linear``
-    layers and RNNs on the CPU. A product uses the packed copy only if its W is
-    one of these very tensors, unchanged since (the tensor's version counter):
-    after an optimiser step the product reads W itself again.
+    Made once per ``Translator`` (before any decoding worker is forked, so the
+    workers share it) from the weights of its ``nn.Linear`` layers and RNNs on
+    the CPU. A product uses the packed copy only if its W is one of these very
+    tensors, unchanged since: a weight changed in place through torch's ops (its
+    version counter moves) is read directly again. Writes that do not move it
+    (``.data``, fused optimisers) are not seen: a model that is trained further
+    needs a new ``PackedWeights``.
     """
 
     #: The rows oneDNN is told to expect; measured: 5, 64 and 320 give the same speed and bits.
     ROWS_HINT = 64
 
-    def __init__(self, module: torch.nn.Module) -> None:
+    def __init__(self, modules: Iterable[torch.nn.Module]) -> None:
         reorder = torch.ops.mkldnn._reorder_linear_weight
         self.entries: dict[tuple[int, ...], tuple[torch.Tensor, int, torch.Tensor]] = {}
-        for layer in module.modules():
+        for layer in (layer for module in modules for layer in module.modules()):
             if not isinstance(layer, (torch.nn.Linear, torch.nn.RNNBase)):
                 continue
             for weight in layer.parameters(recurse=False):
@@ -208,35 +210,12 @@ class PackedWeights:
                         layout = reorder(weight.detach(), self.ROWS_HINT)
                     self.entries[_key(weight)] = (weight, weight._version, layout)
 
-    def current(self) -> bool:
-        """True while no weight was changed in place since packing."""
-        return all(weight._version == version for weight, version, _ in self.entries.values())
-
     def find(self, weight: torch.Tensor) -> torch.Tensor | None:
         """The packed copy of ``weight`` (N, K), or None if it is not one of the packed weights as they were."""
         entry = self.entries.get(_key(weight))
         if entry is None or entry[0]._version != entry[1]:
             return None
         return entry[2]
-
-
-_packed: weakref.WeakKeyDictionary[torch.nn.Module, PackedWeights] = weakref.WeakKeyDictionary()
-_pack_lock = threading.Lock()
-
-
-def packed_weights(model: Any) -> PackedWeights | None:
-    """``model``'s packed weights (made on first use, remade after its weights changed); None if not a CPU module.
-
-    The copies live as long as the model: with forked decoding workers they are
-    made once, before the fork, and shared.
-    """
-    if not isinstance(model, torch.nn.Module) or not onednn_available():
-        return None
-    with _pack_lock:
-        packed = _packed.get(model)
-        if packed is None or not packed.current():
-            packed = _packed[model] = PackedWeights(model)
-    return packed
 
 
 @contextmanager

@@ -36,7 +36,7 @@ import torch
 from attnmt import limits
 from attnmt.data import pad
 from attnmt.errors import InputError
-from attnmt.products import onednn_products, packed_weights
+from attnmt.products import PackedWeights, onednn_products
 from attnmt.selection import best_continuations
 from attnmt.vocab import BOS_ID, EOS_ID
 from attnmt.workers import ordered_map, resolve_workers
@@ -377,19 +377,19 @@ def search(
     device: torch.device,
     record_attention: bool = False,
     workers: int | str = 1,
+    packed: PackedWeights | None = None,
 ) -> list[list[Hypothesis]]:
     """Translate id sequences (each ending in </s>) batch by batch; ``options.nbest`` each, in input order.
 
     Sentences are sorted by length so that each batch holds similar lengths
     (little padding); each result goes back to its input position. With
     ``workers`` > 1 (or "auto") the batches are shared among forked processes (``workers.py``).
+    With ``options.onednn``, products read the ``packed`` weights (``products.py``).
     """
     options.check()
     workers = resolve_workers(workers, device)
     order = sorted(range(len(src_ids)), key=lambda i: -len(src_ids[i]))
     chunks = [order[start : start + options.batch_size] for start in range(0, len(order), options.batch_size)]
-
-    packed = packed_weights(model) if options.onednn else None  # before any fork: the workers share it
 
     def run(chunk: list[int]) -> list[list[Hypothesis]]:
         with onednn_products(options.onednn, packed):  # here, in the process and thread that decodes

@@ -30,7 +30,7 @@ from attnmt.device import pick_device
 from attnmt.ensemble import Ensemble
 from attnmt.errors import InputError, ModelDirError
 from attnmt.model import Seq2Seq
-from attnmt.products import choose_onednn
+from attnmt.products import PackedWeights, choose_onednn
 from attnmt.quantize import check_quantization, quantize_int8
 from attnmt.reporting import best_bleu_from_log
 from attnmt.search import DecodingOptions, Hypothesis, search
@@ -142,6 +142,7 @@ class Translator:
         )
         self.quantization: str | None = None
         self.onednn = choose_onednn(config.decoding.matmul, device, "decoding.matmul")  # fp32 products
+        self._packed: PackedWeights | None = None
         self.name = model_dir.name if model_dir is not None else "model"  # shown to people: never a full path
 
     @classmethod
@@ -206,6 +207,14 @@ class Translator:
         defaults = replace(DecodingOptions.from_config(self.config.decoding), onednn=self.onednn)
         return defaults.with_overrides(beam, nbest, batch_size, length_penalty).check()
 
+    def packed_weights(self) -> PackedWeights | None:
+        """The model's weights in oneDNN's layout when its products run there (made on first use, then kept)."""
+        if not self.onednn:
+            return None
+        if self._packed is None:
+            self._packed = PackedWeights(self.models)
+        return self._packed
+
     def translations(
         self,
         texts: list[str],
@@ -225,7 +234,7 @@ class Translator:
         options = self.options(beam, nbest, batch_size, length_penalty)
         filled = [i for i, text in enumerate(check_texts(texts)) if text.strip()]
         src_ids = self.tokenizer.encode_src([texts[i].strip() for i in filled])
-        found = search(self.model, src_ids, options, self.device, attention, workers)
+        found = search(self.model, src_ids, options, self.device, attention, workers, self.packed_weights())
         results = [Translation(text, "", None) for text in texts]
         for index, ids, hyps in zip(filled, src_ids, found):
             results[index] = self._translation(texts[index], ids, hyps, attention)
