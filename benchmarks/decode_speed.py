@@ -12,7 +12,8 @@ fastest run and the int8 / fp32 ratios). ``--workers`` is passed to ``translate`
 With ``--flops`` it also counts the fp32 floating-point work of each search once
 (torch's FlopCounterMode for the matrix products, plus the fused LSTM kernels it
 cannot see) and reports the achieved GFLOP/s against this machine's fp32 matmul
-peak measured in the same run (int8: the same work divided by its time).
+peak measured in the same run, on the library the fp32 decoding uses (int8: the
+same work divided by its time).
 ``--matmul torch onednn`` also times the fp32 products on each library
 (``attnmt.products``; default: the model's ``decoding.matmul``), prints the
 torch / oneDNN ratios and how many translations the two give alike.
@@ -33,6 +34,7 @@ from attnmt.cli import bound_primitive_caches
 from attnmt.data import read_parallel
 from attnmt.metrics import corpus_scores
 from attnmt.model import Seq2Seq
+from attnmt.products import onednn_products
 
 
 def main() -> None:
@@ -65,7 +67,10 @@ def main() -> None:
 
         fp32 = translators.get("none") or Translator.load(args.model)
         args.work = {beam: decoding_flops(fp32, sources, beam, args.batch_size) for beam in args.beams}
-        print(json.dumps({"matmul_peak_gflop_s": round(matmul_peak(args.threads), 1)}), flush=True)
+        with onednn_products(fp32.onednn):  # the peak of the library fp32 decoding uses
+            peak = matmul_peak(args.threads)
+        library = "onednn" if fp32.onednn else "torch"
+        print(json.dumps({"matmul_peak_gflop_s": round(peak, 1), "fp32_products_on": library}), flush=True)
     fastest: dict[str, float] = {}
     outputs: dict[str, list[str]] = {}
     for _ in range(args.repeats):
