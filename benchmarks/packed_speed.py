@@ -1,6 +1,6 @@
 """fp32 decoding products with weights packed in oneDNN's layout, against the weights as they are.
 
-    python benchmarks/packed_speed.py [--threads 1] [--model RUN] [--workers 1|auto] [--repeats 3]
+    python benchmarks/packed_speed.py [--threads 1] [--model RUN [--workers 1|auto] [--repeats 3] [--lone 100]]
 
 First the products of a decoder step (the matched model's shapes: output layer,
 GRU input and recurrence, W_c) at the row counts a search meets, each through
@@ -9,13 +9,15 @@ oneDNN with the plain weight and with the weight packed once
 bits, and whether a row's result depends on how many rows are multiplied.
 With ``--model`` it then translates test2016 with greedy and beam 5, taking
 turns with and without the packed weights (``Translator.packed_weights``), and
-prints each one's fastest time, the ratio and how many translations are identical.
+prints each one's fastest time, the ratio and how many translations are identical;
+with ``--lone N`` also the median time of N sentences translated one at a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -97,6 +99,28 @@ def translations(model: str, workers: int | str, repeats: int) -> None:
         )
 
 
+def lone_sentences(model: str, count: int) -> None:
+    """Median latency of ``count`` test sentences translated one at a time (as server requests), both ways."""
+    translator = Translator.load(model, matmul="onednn")
+    pairs = read_parallel("bundled:multi30k/test_2016_flickr.en.gz", "bundled:multi30k/test_2016_flickr.de.gz")
+    made = translator.packed_weights()
+    for beam in (1, 5):
+        seconds: dict[str, list[float]] = {"plain": [], "packed": []}
+        same = 0
+        for source, _ in pairs[:count]:
+            outputs = {}
+            for name in ("plain", "packed"):
+                translator.packed_weights = (lambda: made) if name == "packed" else (lambda: None)  # type: ignore
+                started = time.perf_counter()
+                outputs[name] = translator.translate([source], beam=beam, workers=1)
+                seconds[name].append(time.perf_counter() - started)
+            same += outputs["plain"] == outputs["packed"]
+        plain, packed = (statistics.median(seconds[name]) for name in ("plain", "packed"))
+        row = {"lone_sentences": count, "beam": beam, "plain_ms": round(1000 * plain, 2)}
+        row |= {"packed_ms": round(1000 * packed, 2), "plain/packed": round(plain / packed, 3), "identical": same}
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     bound_primitive_caches()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,12 +128,15 @@ def main() -> None:
     parser.add_argument("--model", help="also translate test2016 with this model directory")
     parser.add_argument("--workers", default="1", help="decoding processes for --model: a number or auto")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lone", type=int, default=0, help="with --model: also time this many sentences one by one")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(json.dumps({"cpu_flags": cpu_flags(), "threads": args.threads}), flush=True)
     products_table()
     if args.model:
         translations(args.model, args.workers if args.workers == "auto" else int(args.workers), args.repeats)
+        if args.lone:
+            lone_sentences(args.model, args.lone)
 
 
 if __name__ == "__main__":
