@@ -148,7 +148,7 @@ def _decode(layers: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def test_packed_weights_give_the_products_of_the_weights_themselves(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every weight matrix of the linear layers and RNNs is packed once, found by identity, and agrees to fp32."""
+    """Every weight matrix of the linear layers and RNNs is packed, found by identity, and agrees to fp32."""
     layers = _layers().eval()
     packed = products.PackedWeights([layers])
     assert len(packed.entries) == 3  # the GRU's two matrices and the output layer's; no biases

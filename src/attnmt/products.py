@@ -28,7 +28,7 @@ Dimension letters: M rows, K shared, N columns.
 While decoding, the weights do not change, and ``PackedWeights`` keeps each
 weight matrix of a model's linear layers and RNNs in the layout oneDNN's
 kernels read (a reorder it otherwise redoes in every product). Measured on one
-core of the machine above: 7-14 % faster products at 64-320 rows, 1.4-2x at
+core of the machine above: 5-21 % faster products at 64-320 rows, 1.35-2.3x at
 5-20 rows, as beams finish; the same bits for two rows or more, and a row's
 result no longer depends on the number of rows (a single row is otherwise
 summed in another order).
