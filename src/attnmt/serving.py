@@ -41,6 +41,7 @@ class ServedModel:
         check_workers(workers, translator.device)
         self.workers = workers
         self.lock = threading.Lock()  # decoding in this process: one batch at a time
+        translator.packed_weights()  # made before the fork, so the decoding processes share one copy
         self.processes = ForkedWorkers(self, workers) if workers > 1 else None
 
     def close(self) -> bool:
