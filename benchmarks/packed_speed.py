@@ -19,6 +19,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from peers import cpu_flags  # this folder's script
@@ -30,6 +31,7 @@ from attnmt.data import read_parallel
 #: (K, N) of the matched model's decoding products: output layer, GRU input and recurrence, W_c.
 SHAPES = [(512, 8000), (768, 1536), (512, 1536), (1024, 512)]
 ROWS = [320, 64, 20, 5, 1]
+TEST2016 = ("bundled:multi30k/test_2016_flickr.en.gz", "bundled:multi30k/test_2016_flickr.de.gz")
 
 
 def seconds_per_call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, repeats: int = 30) -> float:
@@ -63,21 +65,28 @@ def products_table() -> None:
             print(json.dumps(row), flush=True)
 
 
+def _switchable(model: str) -> tuple[Translator, Callable[[str], None]]:
+    """A translator decoding on oneDNN, and ``use("packed" | "plain")``: with its packed weights, or with none."""
+    translator = Translator.load(model, matmul="onednn")
+    made = translator.packed_weights()
+
+    def use(name: str) -> None:
+        translator.packed_weights = (lambda: made) if name == "packed" else (lambda: None)  # type: ignore[method-assign]
+
+    return translator, use
+
+
 def translations(model: str, workers: int | str, repeats: int) -> None:
     """test2016 with and without packed weights, taking turns; fastest times, ratios, identical outputs."""
-    translator = Translator.load(model, matmul="onednn")
-    sources = [
-        p[0]
-        for p in read_parallel("bundled:multi30k/test_2016_flickr.en.gz", "bundled:multi30k/test_2016_flickr.de.gz")
-    ]
-    made = translator.packed_weights()
+    translator, use = _switchable(model)
+    sources = [source for source, _ in read_parallel(*TEST2016)]
     translator.translate(sources[:64], beam=1, workers=workers)  # warm-up
     fastest: dict[tuple[int, str], float] = {}
     outputs: dict[tuple[int, str], list[str]] = {}
     for _ in range(repeats):
         for beam in (1, 5):
             for name in ("plain", "packed"):
-                translator.packed_weights = (lambda: made) if name == "packed" else (lambda: None)  # type: ignore
+                use(name)
                 started = time.perf_counter()
                 outputs[(beam, name)] = translator.translate(sources, beam=beam, workers=workers)
                 seconds = time.perf_counter() - started
@@ -101,16 +110,15 @@ def translations(model: str, workers: int | str, repeats: int) -> None:
 
 def lone_sentences(model: str, count: int) -> None:
     """Median latency of ``count`` test sentences translated one at a time (as server requests), both ways."""
-    translator = Translator.load(model, matmul="onednn")
-    pairs = read_parallel("bundled:multi30k/test_2016_flickr.en.gz", "bundled:multi30k/test_2016_flickr.de.gz")
-    made = translator.packed_weights()
+    translator, use = _switchable(model)
+    pairs = read_parallel(*TEST2016)
     for beam in (1, 5):
         seconds: dict[str, list[float]] = {"plain": [], "packed": []}
         same = 0
         for source, _ in pairs[:count]:
             outputs = {}
             for name in ("plain", "packed"):
-                translator.packed_weights = (lambda: made) if name == "packed" else (lambda: None)  # type: ignore
+                use(name)
                 started = time.perf_counter()
                 outputs[name] = translator.translate([source], beam=beam, workers=1)
                 seconds[name].append(time.perf_counter() - started)
