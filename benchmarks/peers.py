@@ -267,6 +267,19 @@ def decode(
     }
 
 
+def int8_over_fp32(decodes: list[dict]) -> dict[str, dict[str, float]]:
+    """attnmt's ``--quantize int8`` against its fp32 runs of the same search and workers: speed and BLEU."""
+    fp32 = {(r["beam"], r["system"]): r for r in decodes if " int8" not in r["system"]}
+    ratios = {}
+    for result in decodes:
+        base = fp32.get((result["beam"], result["system"].replace(" int8", "")))
+        if base is None or result is base:
+            continue
+        name = f"{'greedy' if result['beam'] == 1 else 'beam' + str(result['beam'])}, {base['system']}"
+        speed = round(result["sentences_per_s"] / base["sentences_per_s"], 2)
+        ratios[name] = {"speed": speed, "bleu_change": round(result["bleu"] - base["bleu"], 2)}
+    return ratios
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "attnmt-peers"))
@@ -335,6 +348,7 @@ def main() -> None:
         peer = onmt["decode"][result["beam"] > 1]
         ratio[f"decode {search_name}, {result['system']}"] = over(result, peer, "sentences_per_s")
     print(json.dumps({"attnmt_over_onmt": ratio}), flush=True)
+    print(json.dumps({"attnmt_int8_over_fp32": int8_over_fp32(ours["decode"])}), flush=True)
 
 
 if __name__ == "__main__":
