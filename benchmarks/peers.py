@@ -280,6 +280,7 @@ def int8_over_fp32(decodes: list[dict]) -> dict[str, dict[str, float]]:
         ratios[name] = {"speed": speed, "bleu_change": round(result["bleu"] - base["bleu"], 2)}
     return ratios
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "attnmt-peers"))
