@@ -17,7 +17,6 @@ from attnmt.attention import (
     LocationAttention,
     batched_product,
     build_attention,
-    fp32_step_products,
     masked_softmax,
 )
 from attnmt.data import pad
@@ -188,41 +187,3 @@ def test_a_step_by_step_decoder_trains_with_the_same_bits(name: str, monkeypatch
     found = gradients()
     monkeypatch.setattr(attention_module, "batched_product", torch.bmm)
     assert all(torch.equal(x, y) for x, y in zip(found, gradients()))
-
-
-def test_a_bf16_training_step_multiplies_in_fp32() -> None:
-    """Under CPU autocast a training step's one-row products run in fp32 (``fp32_step_products``): the fp32
-    result and gradients of the same numbers; without gradients (validation, search) they stay torch.bmm's bf16."""
-    torch.manual_seed(0)
-    query = torch.randn(5, 1, 16).bfloat16().requires_grad_()
-    keys = torch.randn(5, 7, 16, requires_grad=True)
-    grad = torch.randn(5, 1, 7)
-    expected = torch.bmm(query.float(), keys.transpose(1, 2))
-    expected_grads = torch.autograd.grad(expected, [query, keys], grad)
-    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
-        assert fp32_step_products(query)
-        found = batched_product(query, keys.transpose(1, 2))
-        with torch.no_grad():
-            assert not fp32_step_products(query)
-            assert batched_product(query, keys.transpose(1, 2)).dtype == torch.bfloat16
-    assert found.dtype == torch.float32 and torch.equal(found, expected)
-    found_grads = torch.autograd.grad(found, [query, keys], grad)
-    assert all(torch.equal(x, y) for x, y in zip(found_grads, expected_grads))
-    assert not fp32_step_products(query)  # outside autocast: plain fp32 training has its own path
-
-
-@pytest.mark.parametrize("name", ["dot", "general", "cosine", "concat", "location"])
-def test_a_bf16_training_step_reads_the_memory_its_products_need(name: str) -> None:
-    """fp32 values always, and fp32 keys where ``score`` multiplies them; concat adds its keys to W_a q in bf16."""
-    attention = build_attention(name, H, H, 10)
-    assert attention is not None
-    keys, values = torch.randn(2, 3, H), torch.randn(2, 3, H)
-    reduced_keys, reduced_values = keys.bfloat16(), values.bfloat16()
-    query = torch.randn(2, 1, H)
-    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
-        read_keys, read_values = attention.read_memory(query, keys, reduced_keys, values, reduced_values)
-        assert read_values is values
-        assert read_keys.dtype == (torch.bfloat16 if name == "concat" else torch.float32)
-        with torch.no_grad():
-            read_keys, read_values = attention.read_memory(query, keys, reduced_keys, values, reduced_values)
-            assert read_keys.dtype == read_values.dtype == torch.bfloat16

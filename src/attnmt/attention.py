@@ -36,8 +36,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from attnmt.device import read_shared
-
 
 @dataclass
 class AttentionOutput:
@@ -92,26 +90,10 @@ class _OneRowProduct(torch.autograd.Function):
         return grad_a, grad_b
 
 
-def fp32_step_products(query: torch.Tensor) -> bool:
-    """Whether a training step's attention products (query (B, 1, H)) run in fp32 although CPU autocast is on.
-
-    torch's bf16 bmm runs these one-row products 2-4x slower than fp32 on a CPU
-    (100 sentences, 20 source words, 512 features: the scores 94 against 48 µs,
-    the gradient of the weights 126 against 31 µs), and they are a small share of
-    the arithmetic; fp32 is also the more exact. The step then reads the fp32 keys
-    and values (``Attention.read_memory``), not their bf16 copies.
-    """
-    cpu_autocast = query.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-    return cpu_autocast and query.size(1) == 1 and torch.is_grad_enabled()
-
-
 def batched_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """torch.bmm(a, b) of (B, T, K) and (B, K, N); for one step in training, via ``_OneRowProduct``, in fp32."""
+    """torch.bmm(a, b) of (B, T, K) and (B, K, N); for one step in fp32 training, via ``_OneRowProduct``."""
     if a.size(1) == 1 and torch.is_grad_enabled() and not torch.is_autocast_enabled(a.device.type):
         return _OneRowProduct.apply(a, b)
-    if fp32_step_products(a):
-        with torch.autocast("cpu", enabled=False):
-            return _OneRowProduct.apply(a.float(), b.float())
     return torch.bmm(a, b)
 
 
@@ -125,8 +107,6 @@ class Attention(nn.Module):
 
     #: Name used in configs and in ``attnmt explain``.
     name: str = ""
-    #: Whether ``score`` multiplies the keys in ``batched_product`` (which may run in fp32 under autocast).
-    keys_in_products: bool = True
 
     @classmethod
     def from_sizes(cls, query_size: int, key_size: int, max_source_length: int) -> Attention:
@@ -136,20 +116,6 @@ class Attention(nn.Module):
     def project_keys(self, encoder_outputs: torch.Tensor) -> torch.Tensor:
         """Per-batch work on the encoder outputs (B, S, H); identity by default."""
         return encoder_outputs
-
-    def read_memory(
-        self,
-        query: torch.Tensor,
-        keys: torch.Tensor,
-        reduced_keys: torch.Tensor | None,
-        values: torch.Tensor,
-        reduced_values: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The keys and values a step reads: fp32 for its fp32 products (``fp32_step_products``), else the
-        batch's shared reduced-precision copies (``device.read_shared``)."""
-        fp32 = fp32_step_products(query)
-        keys = keys if fp32 and self.keys_in_products else read_shared(keys, reduced_keys)
-        return keys, values if fp32 else read_shared(values, reduced_values)
 
     def score(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Similarity of each query (B, T, H) with each key (B, S, *): (B, T, S)."""
@@ -246,7 +212,6 @@ class ConcatAttention(Attention):
     """
 
     name = "concat"
-    keys_in_products = False  # added to W_a q: bf16 keys keep that sum, and the v_a product after it, in bf16
 
     @classmethod
     def from_sizes(cls, query_size: int, key_size: int, max_source_length: int) -> Attention:

@@ -32,7 +32,7 @@ from torch import nn
 
 from attnmt.attention import Attention, AttentionOutput
 from attnmt.config import ModelConfig
-from attnmt.device import call_shared, shared_copy, shared_parameters
+from attnmt.device import call_shared, read_shared, shared_copy, shared_parameters
 from attnmt.dropout import Dropout
 from attnmt.encoder import RNN, RNNState
 from attnmt.local_attention import GlobalSpan, LocalMonotonic, build_span
@@ -241,8 +241,9 @@ class Decoder(nn.Module):
             together = self._attend(_per_sentence(query, memory.beams), replace(memory, beams=1), first_step)
             return None if together is None else _per_row(together)
         span = self._run("span", memory, query, memory.src_mask, first_step)
-        keys, values = self.attention.read_memory(
-            query, memory.keys, memory.reduced_keys, memory.encoder_outputs, memory.reduced_outputs
+        keys, values = (
+            read_shared(memory.keys, memory.reduced_keys),
+            read_shared(memory.encoder_outputs, memory.reduced_outputs),
         )
         attention = self._run("attention", memory, query, keys, values, span.mask, span.bias)
         attention.aligned = span.aligned
