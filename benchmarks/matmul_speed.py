@@ -30,7 +30,7 @@ def main() -> None:
         "size": args.size,
         "threads": args.threads,
         "native_bf16": cpu_supports_bf16(),
-        "matmul_auto_picks_onednn": auto_onednn(cpu),
+        "matmul_auto_picks_onednn": {"training": auto_onednn(cpu), "decoding": auto_onednn(cpu, decoding=True)},
         "float32_gflops": round(matmul_peak(args.threads, args.size), 2),
     }
     if onednn_available():

@@ -125,6 +125,9 @@ def test_where_onednn_pays() -> None:
     assert onednn_pays("vendor_id : AuthenticAMD\nflags : fpu avx2 avx512f avx512bw")
     assert not onednn_pays("vendor_id : AuthenticAMD\nflags : fpu avx2")  # not measured: torch's default
     assert not onednn_pays("vendor_id : GenuineIntel\nflags : fpu avx2 avx512f")  # MKL is fast there
+    assert onednn_pays("vendor_id : AuthenticAMD\nflags : fpu avx2", decoding=True)  # packed weights pay there
+    assert not onednn_pays("vendor_id : GenuineIntel\nflags : fpu avx2", decoding=True)
+    assert not onednn_pays("vendor_id : ARM\nflags : fp asimd", decoding=True)
 
 
 def test_the_setting_is_checked() -> None:
@@ -133,6 +136,7 @@ def test_the_setting_is_checked() -> None:
     assert choose_onednn("onednn", cpu)
     assert not choose_onednn("auto", cuda)
     assert choose_onednn("auto", cpu) == products.auto_onednn(cpu)
+    assert choose_onednn("auto", cpu, "decoding.matmul") == products.auto_onednn(cpu, decoding=True)
     with pytest.raises(AttnmtError, match=r"^decoding.matmul: onednn is for a CPU"):
         choose_onednn("onednn", cuda, "decoding.matmul")
 
@@ -166,7 +170,9 @@ def test_packed_weights_give_the_products_of_the_weights_themselves(monkeypatch:
     assert found == [False]
 
 
-@pytest.mark.skipif(not products.auto_onednn(torch.device("cpu")), reason="measured on the CPUs auto chooses it for")
+@pytest.mark.skipif(
+    not products.auto_onednn(torch.device("cpu"), decoding=True), reason="measured on the CPUs auto chooses it for"
+)
 def test_with_packed_weights_a_row_does_not_depend_on_the_other_rows() -> None:
     layers = _layers().eval()
     packed = products.PackedWeights([layers])

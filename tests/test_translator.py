@@ -133,7 +133,9 @@ def test_matmul_says_where_fp32_products_run(tiny_model_dir: Path, matmul: str) 
     """auto: oneDNN where it pays; the translations are the same either way."""
     if matmul == "onednn" and not products.onednn_available():
         pytest.skip("this torch build has no oneDNN matmul")
-    expected = {"auto": products.auto_onednn(torch.device("cpu")), "torch": False, "onednn": True}[matmul]
+    expected = {"auto": products.auto_onednn(torch.device("cpu"), decoding=True), "torch": False, "onednn": True}[
+        matmul
+    ]
     fp32 = Translator.load(tiny_model_dir, matmul=matmul)
     assert fp32.onednn == Translator.load(tiny_model_dir, quantize="int8", matmul=matmul).onednn == expected
     texts = ["red dog", "the big cat sits", "a dog runs under the green bird"]
