@@ -18,7 +18,8 @@
    and any that includes a validation (steady state). Both count target tokens
    alike: non-padding, EOS included, BOS excluded. Peak RSS of the whole process.
 4. Decodes test2016 (1,000 sentences) with each, greedy and beam 5, the same
-   GNMT length penalty (alpha 0.6, or ``--alpha``) and batches of 64 sentences, timing the whole
+   GNMT length penalty (alpha 0.6, ``--alpha``, or with ``--alpha val`` each system's own
+   best beam-5 BLEU on val2016 over ``--alpha-grid``) and batches of 64 sentences, timing the whole
    process (start-up and model loading included), and scores detokenised output
    with sacreBLEU. attnmt runs with its default ``--workers auto`` (one
    single-threaded decoding process per thread); ``--attnmt-workers 1 auto``
@@ -39,48 +40,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from onmt_peer import onmt_venv, timed, train_onmt
+
 ROOT = Path(__file__).parent.parent
-ONMT_PACKAGES = [
-    "configargparse",
-    "ctranslate2<5,>=4",
-    "tensorboard>=2.3",
-    "flask",
-    "waitress",
-    "pyonmttok<2,>=1.37",
-    "pyyaml",
-    "sacrebleu",
-    "rapidfuzz",
-    "pyahocorasick",
-    "six",
-    "numpy",
-    "spacy",
-    "fasttext-wheel",
-]
 
 
 def cpu_flags() -> str:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     return ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in text) or "unknown"
-
-
-def onmt_venv(cache: Path) -> Path:
-    """The OpenNMT-py environment (created on first use: torch==2.13.0 first, OpenNMT-py without its pins)."""
-    venv = cache / "onmt-venv"
-    if not (venv / "bin" / "onmt_train").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-        subprocess.run([*pip, "torch==2.13.0"], check=True)
-        subprocess.run([*pip, "--no-deps", "OpenNMT-py==3.5.1"], check=True)
-        subprocess.run([*pip, *ONMT_PACKAGES], check=True)
-    return venv
 
 
 def prepare(work: Path) -> dict[str, Path]:
@@ -108,88 +80,6 @@ def prepare(work: Path) -> dict[str, Path]:
             files[f"{name}.{side}"] = path
     files["spm"] = spm_dir / "spm.joint.model"
     return files
-
-
-def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, int]:
-    """Run a command to completion; its wall seconds and peak RSS (MB, that command alone, by GNU time)."""
-    peak_file = log.with_suffix(".maxrss")
-    started = time.monotonic()
-    with log.open("w") as stream:
-        measured = ["/usr/bin/time", "-o", str(peak_file), "-f", "%M", *command]
-        subprocess.run(measured, env=env, stdout=stream, stderr=subprocess.STDOUT, check=True)
-    return time.monotonic() - started, int(peak_file.read_text().split()[-1]) // 1024
-
-
-ONMT_CONFIG = """
-save_data: {work}/onmt
-src_vocab: {work}/onmt.vocab.src
-tgt_vocab: {work}/onmt.vocab.tgt
-overwrite: true
-data:
-  corpus_1: {{path_src: {train_src}, path_tgt: {train_tgt}}}
-  valid: {{path_src: {valid_src}, path_tgt: {valid_tgt}}}
-encoder_type: brnn
-decoder_type: rnn
-rnn_type: GRU
-layers: 1
-enc_hid_size: 512
-dec_hid_size: 512
-word_vec_size: 256
-global_attention: general
-input_feed: 1
-dropout: [0.3]
-batch_type: tokens
-batch_size: 2000
-valid_batch_size: 2000
-optim: adam
-learning_rate: 0.002
-label_smoothing: 0.1
-max_grad_norm: 5
-param_init: 0.1
-train_steps: {steps}
-valid_steps: {steps}
-report_every: 25
-save_model: {work}/onmt_model
-save_checkpoint_steps: {steps}
-seed: 1
-"""
-
-
-def train_onmt(venv: Path, files: dict[str, Path], work: Path, steps: int, env: dict[str, str]) -> dict[str, object]:
-    config = work / "onmt.yaml"
-    config.write_text(
-        ONMT_CONFIG.format(
-            work=work,
-            steps=steps,
-            train_src=files["train.src"],
-            train_tgt=files["train.tgt"],
-            valid_src=files["valid.src"],
-            valid_tgt=files["valid.tgt"],
-        )
-    )
-    build_vocab = [str(venv / "bin" / "onmt_build_vocab"), "-config", str(config), "-n_sample", "-1"]
-    subprocess.run(build_vocab, env=env, check=True, capture_output=True)
-    seconds, peak = timed([str(venv / "bin" / "onmt_train"), "-config", str(config)], env, work / "onmt_train.log")
-    return onmt_train_result(work, steps, seconds, peak)
-
-
-def onmt_train_result(work: Path, steps: int, seconds: float | None, peak: int) -> dict[str, object]:
-    """Tokens/s (median of the steady reports), validation perplexity and vocabulary from OpenNMT-py's log."""
-    log = (work / "onmt_train.log").read_text()
-    tgt_speeds = [int(m.group(2)) for m in re.finditer(r"(\d+)/\s*(\d+) tok/s", log)]  # reports "src/tgt tok/s"
-    ppl = re.findall(r"Validation perplexity: ([\d.]+)", log)
-    vocab = sum(1 for _ in open(f"{work}/onmt.vocab.tgt", encoding="utf-8"))
-    return {
-        "system": "OpenNMT-py 3.5.1",
-        "steps": steps,
-        "tgt_tokens_per_s": statistics.median(tgt_speeds[1:]) if len(tgt_speeds) > 1 else None,
-        "reports": len(tgt_speeds),
-        "valid_ppl": float(ppl[-1]) if ppl else None,
-        "target_vocab": vocab,
-        "train_seconds": round(seconds, 1) if seconds is not None else None,
-        "peak_rss_mb": peak,
-        "model": str(work / f"onmt_model_step_{steps}.pt"),
-    }
 
 
 def train_attnmt(work: Path, steps: int, threads: int, overrides: list[str], env: dict[str, str]) -> dict[str, object]:
@@ -234,19 +124,21 @@ def decode(
     int8: bool = False,
     alpha: float = 0.6,
     workers: str = "1",
+    split: str = "test",
 ):
-    """Translate test2016 (whole process timed) and score it."""
+    """Translate test2016 (or val2016 with ``split="valid"``), whole process timed, and score it."""
     import sacrebleu
     import sentencepiece
 
-    output = work / f"{system}{'.int8' if int8 else ''}{f'.w{workers}' if workers != '1' else ''}.beam{beam}.out"
+    name = f"{system}{'.int8' if int8 else ''}{f'.w{workers}' if workers != '1' else ''}.beam{beam}"
+    output = work / (f"{name}.out" if split == "test" else f"{name}.{split}.alpha{alpha}.out")
     if system == "attnmt":
         command = [sys.executable, "-m", "attnmt", "translate", "--model", model, "--beam", str(beam)]
-        command += ["--input", str(files["test.src.txt"]), "--output", str(output), "--batch-size", "64"]
+        command += ["--input", str(files[f"{split}.src.txt"]), "--output", str(output), "--batch-size", "64"]
         command += ["--length-penalty", str(alpha)] + (["--quantize", "int8"] if int8 else [])
         command += ["--workers", workers]
     else:
-        command = [str(venv / "bin" / "onmt_translate"), "-model", model, "-src", str(files["test.src"])]
+        command = [str(venv / "bin" / "onmt_translate"), "-model", model, "-src", str(files[f"{split}.src"])]
         command += ["-output", str(output), "-beam_size", str(beam), "-batch_size", "64", "-batch_type", "sents"]
         command += ["-length_penalty", "wu", "-alpha", str(alpha)]
     seconds, peak = timed(command, {**env, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}, work / f"{system}.decode.log")
@@ -254,7 +146,9 @@ def decode(
     if system != "attnmt":
         processor = sentencepiece.SentencePieceProcessor(model_file=str(files["spm"]))
         lines = [processor.decode(line.split()) for line in lines]
-    references = files["test.tgt.txt"].read_text(encoding="utf-8").splitlines()
+        output = output.with_suffix(".detok")
+        output.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    references = files[f"{split}.tgt.txt"].read_text(encoding="utf-8").splitlines()
     bleu = sacrebleu.corpus_bleu(lines, [references]).score
     return {
         "system": system + (" int8" if int8 else "") + (f" --workers {workers}" if system == "attnmt" else ""),
@@ -264,7 +158,35 @@ def decode(
         "sentences_per_s": round(len(lines) / seconds, 1),
         "bleu": round(bleu, 2),
         "peak_rss_mb": peak,
+        "text": str(output),
     }
+
+
+def bleu_difference(ours: dict, peer: dict, references: Path) -> dict[str, float] | None:
+    """attnmt's BLEU minus OpenNMT-py's on the same sentences, with sacreBLEU's paired bootstrap p-value (1,000).
+
+    None for OpenNMT-py results saved by an older version of this script, which kept no translations.
+    """
+    if "text" not in peer:
+        return None
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    def read(path: str | Path) -> list[str]:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+
+    systems = [("onmt", read(peer["text"])), ("attnmt", read(ours["text"]))]
+    metric = BLEU(references=[read(references)])
+    _, scores = PairedTest(systems, {"BLEU": metric}, references=None, test_type="bs", n_samples=1000)()
+    result = scores["BLEU"][1]
+    return {"difference": round(ours["bleu"] - peer["bleu"], 2), "p_value": round(float(result.p_value), 3)}
+
+
+def tune_alpha(system: str, model: str, venv: Path, files: dict[str, Path], work: Path, env, grid) -> dict:
+    """The length penalty with the best beam-5 BLEU on val2016 for one system's model (never the test set)."""
+    bleus = {a: decode(system, model, venv, files, work, 5, env, alpha=a, split="valid")["bleu"] for a in grid}
+    best = max(grid, key=lambda alpha: (bleus[alpha], -alpha))
+    return {"system": system, "tuned_on": "val2016, beam 5", "val_bleu": bleus, "alpha": best}
 
 
 def int8_over_fp32(decodes: list[dict]) -> dict[str, dict[str, float]]:
@@ -281,7 +203,7 @@ def int8_over_fp32(decodes: list[dict]) -> dict[str, dict[str, float]]:
     return ratios
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "attnmt-peers"))
     parser.add_argument("--steps", type=int, default=300)
@@ -291,7 +213,12 @@ def main() -> None:
     parser.add_argument(
         "--decode-only", action="store_true", help="train nothing: decode again with both models of an earlier run"
     )
-    parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty of both systems' decoding")
+    parser.add_argument(
+        "--alpha",
+        default="0.6",
+        help="GNMT length penalty of both systems' decoding, or 'val': each system's best beam-5 BLEU on val2016",
+    )
+    parser.add_argument("--alpha-grid", type=float, nargs="+", default=[0.6, 1.0, 1.4, 1.8], help="with --alpha val")
     parser.add_argument("--repeats", type=int, default=2, help="decode each system this many times, keep the fastest")
     parser.add_argument(
         "--attnmt-workers",
@@ -300,36 +227,40 @@ def main() -> None:
         help="attnmt translate --workers values to measure (default: auto, attnmt's default)",
     )
     args = parser.parse_args()
-    cache = Path(args.cache)
-    work = cache / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    print(json.dumps({"cpu_flags": cpu_flags(), "threads": args.threads, "steps": args.steps}), flush=True)
-    venv = onmt_venv(cache)
-    files = prepare(work)
-    files["test.src.txt"], files["test.tgt.txt"] = work / "test.src.txt", work / "test.tgt.txt"
+    if args.alpha != "val":
+        args.alpha = float(args.alpha)
+    return args
+
+
+def choose_alphas(
+    args, models: dict[str, str], venv: Path, files: dict[str, Path], work: Path, env
+) -> dict[str, float]:
+    """Each system's length penalty: ``--alpha`` for both, or each one's best on val2016."""
+    if args.alpha != "val":
+        return {system: args.alpha for system in models}
+    alphas = {}
+    for system, model in models.items():
+        tuned = tune_alpha(system, model, venv, files, work, env, args.alpha_grid)
+        print(json.dumps(tuned), flush=True)
+        alphas[system] = float(tuned["alpha"])
+    return alphas
+
+
+def decode_all(args, onmt: dict, ours: dict, venv: Path, files: dict[str, Path], work: Path, env) -> None:
+    """Both systems decode test2016 greedy and beam 5, taking turns; each one's fastest run is kept."""
     saved = work / "onmt_results.json"
-    if (args.skip_onmt or args.decode_only) and saved.is_file():
-        onmt = json.loads(saved.read_text())
-    else:
-        onmt = {"train": train_onmt(venv, files, work, args.steps, env)}
-        saved.write_text(json.dumps(onmt))
-    if args.decode_only:
-        steps = int(onmt["train"]["steps"])
-        ours = {"train": attnmt_train_result(work / "attnmt_run", steps, args.attnmt_set, None, None)}
-    else:
-        ours = {"train": train_attnmt(work, args.steps, args.threads, args.attnmt_set, env)}
     ours_model = str(ours["train"]["model"])
+    alphas = choose_alphas(args, {"onmt": str(onmt["train"]["model"]), "attnmt": ours_model}, venv, files, work, env)
     variants = [(int8, w) for int8 in (False, True) for w in args.attnmt_workers]
     runs = [("onmt", str(onmt["train"]["model"]), False, "1")] + [("attnmt", ours_model, i, w) for i, w in variants]
-    same_alpha = "decode" in onmt and onmt["decode"][1].get("alpha", 0.6) == args.alpha
+    same_alpha = "decode" in onmt and onmt["decode"][1].get("alpha", 0.6) == alphas["onmt"]
     if args.skip_onmt and not args.decode_only and same_alpha:
         runs = runs[1:]
     found: dict[tuple[str, bool, str, int], dict] = {}
     for _ in range(args.repeats):  # alternate the systems, keep each one's fastest run
         for beam in (1, 5):
             for system, model, int8, workers in runs:
-                result = decode(system, model, venv, files, work, beam, env, int8, args.alpha, workers)
+                result = decode(system, model, venv, files, work, beam, env, int8, alphas[system], workers)
                 kept = found.get((system, int8, workers, beam))
                 if kept is None or result["seconds"] < kept["seconds"]:
                     found[(system, int8, workers, beam)] = result
@@ -337,6 +268,10 @@ def main() -> None:
         onmt["decode"] = [found[("onmt", False, "1", 1)], found[("onmt", False, "1", 5)]]
         saved.write_text(json.dumps(onmt))
     ours["decode"] = [found[("attnmt", int8, w, b)] for int8, w in variants for b in (1, 5)]
+
+
+def report(onmt: dict, ours: dict, references: Path) -> None:
+    """JSON lines of each result, then attnmt's ratios to OpenNMT-py and int8's to fp32."""
     for result in (onmt["train"], ours["train"], *onmt["decode"], *ours["decode"]):
         print(json.dumps(result), flush=True)
 
@@ -349,7 +284,39 @@ def main() -> None:
         peer = onmt["decode"][result["beam"] > 1]
         ratio[f"decode {search_name}, {result['system']}"] = over(result, peer, "sentences_per_s")
     print(json.dumps({"attnmt_over_onmt": ratio}), flush=True)
+    bleu = {}
+    for result in ours["decode"]:
+        name = f"{'greedy' if result['beam'] == 1 else 'beam' + str(result['beam'])}, {result['system']}"
+        bleu[name] = bleu_difference(result, onmt["decode"][result["beam"] > 1], references)
+    print(json.dumps({"attnmt_bleu_minus_onmt": bleu}), flush=True)
     print(json.dumps({"attnmt_int8_over_fp32": int8_over_fp32(ours["decode"])}), flush=True)
+
+
+def main() -> None:
+    args = arguments()
+    cache = Path(args.cache)
+    work = cache / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    print(json.dumps({"cpu_flags": cpu_flags(), "threads": args.threads, "steps": args.steps}), flush=True)
+    venv = onmt_venv(cache)
+    files = prepare(work)
+    for split in ("test", "valid"):
+        for side in ("src", "tgt"):
+            files[f"{split}.{side}.txt"] = work / f"{split}.{side}.txt"
+    saved = work / "onmt_results.json"
+    if (args.skip_onmt or args.decode_only) and saved.is_file():
+        onmt = json.loads(saved.read_text())
+    else:
+        onmt = {"train": train_onmt(venv, files, work, args.steps, env)}
+        saved.write_text(json.dumps(onmt))
+    if args.decode_only:
+        steps = int(onmt["train"]["steps"])
+        ours = {"train": attnmt_train_result(work / "attnmt_run", steps, args.attnmt_set, None, None)}
+    else:
+        ours = {"train": train_attnmt(work, args.steps, args.threads, args.attnmt_set, env)}
+    decode_all(args, onmt, ours, venv, files, work, env)
+    report(onmt, ours, files["test.tgt.txt"])
 
 
 if __name__ == "__main__":

@@ -197,7 +197,9 @@ def test_search_keeps_input_order_and_batches_by_length(trained_reverser: Seq2Se
     sources = _sources(25, seed=13)
     options = DecodingOptions(beam=3, nbest=2, batch_size=4, max_length_ratio=1.5, max_length_extra=5)
     found = search(trained_reverser, sources, options, torch.device("cpu"))
-    one_batch = beam_search(trained_reverser, *pad(sources), max_output_lengths(pad(sources)[1], 1.5, 5), 3, 0.6, 2)
+    one_batch = beam_search(
+        trained_reverser, *pad(sources), max_output_lengths(pad(sources)[1], 1.5, 5), 3, options.length_penalty, 2
+    )
     assert [[h.tokens for h in hyps] for hyps in found] == [[h.tokens for h in hyps] for hyps in one_batch]
     assert all(len(hyps) == 2 for hyps in found)
 

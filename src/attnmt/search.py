@@ -90,7 +90,7 @@ class DecodingOptions:
 
     beam: int = 5
     nbest: int = 1
-    length_penalty: float = 0.6
+    length_penalty: float = 1.0  # GNMT alpha; as ``config.DecodingConfig``
     max_length_ratio: float = 1.5
     max_length_extra: int = 10
     batch_size: int = 64
