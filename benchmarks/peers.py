@@ -43,6 +43,7 @@ import os
 import shutil
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from onmt_peer import onmt_venv, timed, train_onmt
@@ -175,11 +176,11 @@ def bleu_difference(ours: dict, peer: dict, references: Path) -> dict[str, float
     def read(path: str | Path) -> list[str]:
         return Path(path).read_text(encoding="utf-8").splitlines()
 
-    systems = [("onmt", read(peer["text"])), ("attnmt", read(ours["text"]))]
+    systems: list[tuple[str, Sequence[str]]] = [("onmt", read(peer["text"])), ("attnmt", read(ours["text"]))]
     metric = BLEU(references=[read(references)])
     _, scores = PairedTest(systems, {"BLEU": metric}, references=None, test_type="bs", n_samples=1000)()
-    result = scores["BLEU"][1]
-    return {"difference": round(ours["bleu"] - peer["bleu"], 2), "p_value": round(float(result.p_value), 3)}
+    p_value = getattr(scores["BLEU"][1], "p_value", None)  # a Result (the first row is the baseline's name column)
+    return {"difference": round(ours["bleu"] - peer["bleu"], 2), "p_value": round(float(p_value or 0.0), 3)}
 
 
 def tune_alpha(system: str, model: str, venv: Path, files: dict[str, Path], work: Path, env, grid) -> dict:
@@ -298,7 +299,8 @@ def main() -> None:
     work = cache / "work"
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    print(json.dumps({"cpu_flags": cpu_flags(), "threads": args.threads, "steps": args.steps}), flush=True)
+    shown_steps = "as trained before" if args.decode_only else args.steps
+    print(json.dumps({"cpu_flags": cpu_flags(), "threads": args.threads, "steps": shown_steps}), flush=True)
     venv = onmt_venv(cache)
     files = prepare(work)
     for split in ("test", "valid"):
