@@ -6,6 +6,7 @@ for the comparison.
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import subprocess
@@ -91,14 +92,37 @@ def train_onmt(venv: Path, files: dict[str, Path], work: Path, steps: int, env: 
     build_vocab = [str(venv / "bin" / "onmt_build_vocab"), "-config", str(config), "-n_sample", "-1"]
     subprocess.run(build_vocab, env=env, check=True, capture_output=True)
     seconds, peak = timed([str(venv / "bin" / "onmt_train"), "-config", str(config)], env, work / "onmt_train.log")
-    return onmt_train_result(work, steps, seconds, peak)
+    result = onmt_train_result(work, steps, seconds, peak)
+    result["valid_ppl_no_smoothing"] = reference_perplexity(venv, str(result["model"]), files, work, env)
+    return result
+
+
+def reference_perplexity(venv: Path, model: str, files: dict[str, Path], work: Path, env: dict[str, str]) -> float:
+    """The model's perplexity of the val2016 references, measured as attnmt measures its own.
+
+    OpenNMT-py's "Validation perplexity" includes the label smoothing of its training loss, so it cannot be
+    compared with attnmt's. ``onmt_translate -tgt`` scores the references without it (no dropout): its
+    "GOLD SCORE" is their summed log-probability per sentence, EOS included. Over all target tokens (EOS
+    included, as attnmt counts them) that gives exp(-score x sentences / tokens).
+    """
+    command = [str(venv / "bin" / "onmt_translate"), "-model", model, "-src", str(files["valid.src"])]
+    command += ["-tgt", str(files["valid.tgt"]), "-output", str(work / "onmt.gold.out"), "-beam_size", "1"]
+    command += ["-batch_size", "64", "-batch_type", "sents"]
+    log = work / "onmt.gold.log"
+    timed(command, {**env, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}, log)
+    found = re.search(r"GOLD SCORE: (-?[\d.]+), GOLD PPL: \S+ NB SENTENCES: (\d+)", log.read_text())
+    if found is None:
+        raise SystemExit(f"{log}: OpenNMT-py printed no GOLD SCORE line")
+    lines = files["valid.tgt"].read_text(encoding="utf-8").splitlines()
+    tokens = sum(len(line.split()) + 1 for line in lines)
+    return round(math.exp(-float(found.group(1)) * int(found.group(2)) / tokens), 4)
 
 
 def onmt_train_result(work: Path, steps: int, seconds: float | None, peak: int) -> dict[str, object]:
     """Tokens/s (median of the steady reports), validation perplexity and vocabulary from OpenNMT-py's log."""
     log = (work / "onmt_train.log").read_text()
     tgt_speeds = [int(m.group(2)) for m in re.finditer(r"(\d+)/\s*(\d+) tok/s", log)]  # reports "src/tgt tok/s"
-    ppl = re.findall(r"Validation perplexity: ([\d.]+)", log)
+    ppl = re.findall(r"Validation perplexity: ([\d.]+)", log)  # with label smoothing: see reference_perplexity
     vocab = sum(1 for _ in open(f"{work}/onmt.vocab.tgt", encoding="utf-8"))
     return {
         "system": "OpenNMT-py 3.5.1",

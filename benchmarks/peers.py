@@ -46,7 +46,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from onmt_peer import onmt_venv, timed, train_onmt
+from onmt_peer import onmt_venv, reference_perplexity, timed, train_onmt
 
 ROOT = Path(__file__).parent.parent
 
@@ -309,6 +309,9 @@ def main() -> None:
     saved = work / "onmt_results.json"
     if (args.skip_onmt or args.decode_only) and saved.is_file():
         onmt = json.loads(saved.read_text())
+        if "valid_ppl_no_smoothing" not in onmt["train"]:  # saved by an older version of this script
+            model = str(onmt["train"]["model"])
+            onmt["train"]["valid_ppl_no_smoothing"] = reference_perplexity(venv, model, files, work, env)
     else:
         onmt = {"train": train_onmt(venv, files, work, args.steps, env)}
         saved.write_text(json.dumps(onmt))
