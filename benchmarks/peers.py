@@ -312,6 +312,7 @@ def main() -> None:
         if "valid_ppl_no_smoothing" not in onmt["train"]:  # saved by an older version of this script
             model = str(onmt["train"]["model"])
             onmt["train"]["valid_ppl_no_smoothing"] = reference_perplexity(venv, model, files, work, env)
+            saved.write_text(json.dumps(onmt))
     else:
         onmt = {"train": train_onmt(venv, files, work, args.steps, env)}
         saved.write_text(json.dumps(onmt))
