@@ -191,6 +191,15 @@ def test_decoding_options_name_the_bad_option(changes: dict, field: str) -> None
     assert raised.value.field == field
 
 
+def test_search_defaults_are_the_configs() -> None:
+    """The API's defaults (``DecodingOptions()``) are those of a config without a decoding section."""
+    from attnmt.config import DecodingConfig
+    from attnmt.search import DecodingOptions
+
+    assert DecodingOptions() == DecodingOptions.from_config(DecodingConfig())
+    assert DecodingOptions().length_penalty == 1.0  # tuned on val2016 (BENCHMARKS.md), not GNMT's 0.6
+
+
 def test_search_keeps_input_order_and_batches_by_length(trained_reverser: Seq2Seq) -> None:
     from attnmt.search import DecodingOptions, search
 
