@@ -127,6 +127,20 @@ def test_evaluate_prints_the_contract_keys(tiny_model_dir: Path) -> None:
     assert "nrefs:1" in scores["signature"]
 
 
+def test_evaluate_several_length_penalties(tiny_model_dir: Path) -> None:
+    """``--length-penalty A B C``: one JSON line per alpha, in order, each as a run with that alpha alone."""
+    test_dir = tiny_model_dir.parent
+    common = ["evaluate", "--model", str(tiny_model_dir), "--src", str(test_dir / "test.src")]
+    common += ["--ref", str(test_dir / "test.tgt"), "--beam", "3", "--device", "cpu", "--workers", "1"]
+    several = attnmt(*common, "--length-penalty", "0", "1", "3")
+    assert several.returncode == 0, several.stderr
+    rows = [json.loads(line) for line in several.stdout.splitlines()]
+    assert [row["length_penalty"] for row in rows] == [0.0, 1.0, 3.0]
+    alone = attnmt(*common, "--length-penalty", "3")
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["bleu"] == rows[2]["bleu"]
+
+
 def test_train_from_the_command_line_and_resume(tmp_path: Path) -> None:
     paths = write_tiny_corpus(tmp_path)
     config = tmp_path / "tiny.yaml"
@@ -165,6 +179,7 @@ def test_train_from_the_command_line_and_resume(tmp_path: Path) -> None:
         ("missing input", "nope.txt: file not found"),
         ("bad beam", "argument --beam: expected a positive integer"),
         ("bad length penalty", "argument --length-penalty: expected a length penalty from 0 to 10"),
+        ("several alphas, one output", "--output takes the translations of one search: give one --length-penalty"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(tmp_path: Path, tiny_model_dir: Path, case: str, fragment: str) -> None:
@@ -190,6 +205,11 @@ def test_user_mistakes_give_one_line_and_exit_2(tmp_path: Path, tiny_model_dir: 
         "missing input": ["translate", "--model", model, "--input", str(tmp_path / "nope.txt")],
         "bad beam": ["translate", "--model", model, "--beam", "0"],
         "bad length penalty": ["evaluate", "--model", model, "--src", "a", "--ref", "b", "--length-penalty", "-1"],
+        "several alphas, one output": [
+            *["evaluate", "--model", model, "--src", str(tiny_model_dir.parent / "test.src")],
+            *["--ref", str(tiny_model_dir.parent / "test.tgt"), "--length-penalty", "0.6", "1"],
+            *["--output", str(tmp_path / "out.txt")],
+        ],
     }[case]
     assert_user_error(attnmt(*args, stdin=""), fragment)
 

@@ -151,7 +151,11 @@ def _add_evaluate(subparsers: Any) -> None:
     evaluate.add_argument("--beam", type=_positive, help="beam size; 1 = greedy (default decoding.beam)")
     evaluate.add_argument("--batch-size", type=_positive, help="sentences per batch")
     evaluate.add_argument(
-        "--length-penalty", type=_alpha, help="GNMT length penalty alpha (default decoding.length_penalty)"
+        "--length-penalty",
+        type=_alpha,
+        nargs="+",
+        help="GNMT length penalty alpha (default decoding.length_penalty); several: one JSON line each, the model "
+        "loaded once (to tune alpha on validation data)",
     )
     evaluate.add_argument("--by-length", action="store_true", help="also BLEU per source-length bucket")
     evaluate.add_argument("--output", help="also write the translations to this file")

@@ -164,6 +164,9 @@ def evaluate(args: argparse.Namespace) -> int:
         raise AttnmtError("--plot draws BLEU by sentence length: add --by-length")
     if args.output and args.separately and len(args.model) > 1:
         raise AttnmtError("--output takes the translations of one model or ensemble: drop --separately")
+    alphas = args.length_penalty or [None]  # None: each model's decoding.length_penalty
+    if args.output and len(alphas) > 1:
+        raise AttnmtError("--output takes the translations of one search: give one --length-penalty")
     pairs = read_parallel(args.src, args.ref)
     sources, references = [p[0] for p in pairs], [p[1] for p in pairs]
     groups = [[m] for m in args.model] if args.separately else [args.model]
@@ -171,17 +174,16 @@ def evaluate(args: argparse.Namespace) -> int:
     for group in groups:
         translator = Translator.load(group, device=args.device, quantize=args.quantize, matmul=args.matmul)
         beam = translator.options(beam=args.beam).beam
-        hypotheses, result = evaluate(
-            translator, sources, references, beam, args.batch_size, args.length_penalty, args.workers
-        )
-        label = " + ".join(Path(m).name for m in group)
-        result = {"model": group[0] if len(group) == 1 else group, "attention": translator.attention_name, **result}
-        if args.by_length:
-            result["by_length"] = bleu_by_length(sources, hypotheses, references)
-            series[f"{label} ({translator.attention_name})"] = result["by_length"]
-        if args.output:
-            _write_output(args.output, hypotheses)
-        print(json.dumps(result, ensure_ascii=False), flush=True)
+        for alpha in alphas:
+            hypotheses, result = evaluate(translator, sources, references, beam, args.batch_size, alpha, args.workers)
+            label = " + ".join(Path(m).name for m in group) + (f", alpha {alpha:g}" if len(alphas) > 1 else "")
+            result = {"model": group[0] if len(group) == 1 else group, "attention": translator.attention_name, **result}
+            if args.by_length:
+                result["by_length"] = bleu_by_length(sources, hypotheses, references)
+                series[f"{label} ({translator.attention_name})"] = result["by_length"]
+            if args.output:
+                _write_output(args.output, hypotheses)
+            print(json.dumps(result, ensure_ascii=False), flush=True)
     if args.plot:
         from attnmt.plotting import plot_bleu_by_length
 
