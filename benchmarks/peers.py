@@ -190,6 +190,11 @@ def tune_alpha(system: str, model: str, venv: Path, files: dict[str, Path], work
     return {"system": system, "tuned_on": "val2016, beam 5", "val_bleu": bleus, "alpha": best}
 
 
+def search_name(result: dict) -> str:
+    """A decode result's name in the ratio lines, its search and system: e.g. "beam5, attnmt --workers auto"."""
+    return f"{'greedy' if result['beam'] == 1 else 'beam' + str(result['beam'])}, {result['system']}"
+
+
 def int8_over_fp32(decodes: list[dict]) -> dict[str, dict[str, float]]:
     """attnmt's ``--quantize int8`` against its fp32 runs of the same search and workers: speed and BLEU."""
     fp32 = {(r["beam"], r["system"]): r for r in decodes if " int8" not in r["system"]}
@@ -198,7 +203,7 @@ def int8_over_fp32(decodes: list[dict]) -> dict[str, dict[str, float]]:
         base = fp32.get((result["beam"], result["system"].replace(" int8", "")))
         if base is None or result is base:
             continue
-        name = f"{'greedy' if result['beam'] == 1 else 'beam' + str(result['beam'])}, {base['system']}"
+        name = search_name(base)
         speed = round(result["sentences_per_s"] / base["sentences_per_s"], 2)
         ratios[name] = {"speed": speed, "bleu_change": round(result["bleu"] - base["bleu"], 2)}
     return ratios
@@ -280,15 +285,12 @@ def report(onmt: dict, ours: dict, references: Path) -> None:
         return round(float(a[key]) / float(b[key]), 2) if a[key] and b[key] else None
 
     ratio: dict[str, float | None] = {"train_tgt_tokens_per_s": over(ours["train"], onmt["train"], "tgt_tokens_per_s")}
-    for result in ours["decode"]:
-        search_name = "greedy" if result["beam"] == 1 else f"beam{result['beam']}"
-        peer = onmt["decode"][result["beam"] > 1]
-        ratio[f"decode {search_name}, {result['system']}"] = over(result, peer, "sentences_per_s")
-    print(json.dumps({"attnmt_over_onmt": ratio}), flush=True)
     bleu = {}
     for result in ours["decode"]:
-        name = f"{'greedy' if result['beam'] == 1 else 'beam' + str(result['beam'])}, {result['system']}"
-        bleu[name] = bleu_difference(result, onmt["decode"][result["beam"] > 1], references)
+        name, peer = search_name(result), onmt["decode"][result["beam"] > 1]
+        ratio[f"decode {name}"] = over(result, peer, "sentences_per_s")
+        bleu[name] = bleu_difference(result, peer, references)
+    print(json.dumps({"attnmt_over_onmt": ratio}), flush=True)
     print(json.dumps({"attnmt_bleu_minus_onmt": bleu}), flush=True)
     print(json.dumps({"attnmt_int8_over_fp32": int8_over_fp32(ours["decode"])}), flush=True)
 
