@@ -174,9 +174,10 @@ def evaluate(args: argparse.Namespace) -> int:
     for group in groups:
         translator = Translator.load(group, device=args.device, quantize=args.quantize, matmul=args.matmul)
         beam = translator.options(beam=args.beam).beam
+        names = " + ".join(Path(m).name for m in group)
         for alpha in alphas:
             hypotheses, result = evaluate(translator, sources, references, beam, args.batch_size, alpha, args.workers)
-            label = " + ".join(Path(m).name for m in group) + (f", alpha {alpha:g}" if len(alphas) > 1 else "")
+            label = names + (f", alpha {alpha:g}" if len(alphas) > 1 else "")
             result = {"model": group[0] if len(group) == 1 else group, "attention": translator.attention_name, **result}
             if args.by_length:
                 result["by_length"] = bleu_by_length(sources, hypotheses, references)
